@@ -1,0 +1,49 @@
+"""The FastAPI application: the control plane. It validates, writes the execution row,
+enqueues its id and answers at once; it never runs a graph and keeps no state of its own."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from lg_deploy.api import errors
+from lg_deploy.api.limits import BodyLimit
+from lg_deploy.api.routes import router
+from lg_deploy.api.runtime import open_runtime
+from lg_deploy.core.graphs import GraphRegistry
+from lg_deploy.core.settings import Settings
+
+DESCRIPTION = """Durable LangGraph executions behind a REST API.
+
+Every error answers with `{"error": {"code", "message", "details"}}`."""
+
+
+def create_app(
+    settings: Settings,
+    registry: GraphRegistry,
+    *,
+    run_worker: bool = False,
+    drain_s: float = 0.0,
+) -> FastAPI:
+    """The API; with ``run_worker`` it also runs a worker in-process (``lg-deploy dev``)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_runtime(
+            settings, registry, run_worker=run_worker, drain_s=drain_s
+        ) as runtime:
+            app.state.runtime = runtime
+            yield
+
+    app = FastAPI(
+        title="lg-deploy",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.include_router(router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app

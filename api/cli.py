@@ -1,0 +1,112 @@
+"""The ``lg-deploy`` command: ``dev`` runs everything in one process; ``migrate`` brings a
+database's schema up to date."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+from lg_deploy.core.errors import LgDeployError
+from lg_deploy.core.settings import Settings
+
+log = logging.getLogger("lg_deploy")
+
+
+def mask_url(url: str) -> str:
+    """``scheme://user:***@host/db``: a URL fit for a log line."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def cmd_dev(settings: Settings) -> int:
+    import uvicorn
+
+    from lg_deploy.api.app import create_app
+    from lg_deploy.core.graphs import find_config, load_registry
+    from lg_deploy.core.store.migrate import migrate
+
+    if not settings.queue_url.startswith("memory://"):
+        log.warning("dev mode runs its own worker on the in-process queue; using memory://")
+        settings = settings.model_copy(update={"queue_url": "memory://"})
+    url = settings.resolved_database_url()
+    registry = load_registry(find_config(settings.config))
+    log.info("graphs: %s (from %s)", ", ".join(registry.graphs), registry.path)
+    log.info("database: %s", mask_url(url))
+    asyncio.run(migrate(url))
+    app = create_app(settings, registry, run_worker=True, drain_s=0.0)
+    log.info("API on http://%s:%d (docs at /docs)", settings.host, settings.port)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        log_config=None,
+        timeout_graceful_shutdown=5,
+    )
+    return 0
+
+
+def cmd_migrate(settings: Settings) -> int:
+    from lg_deploy.core.store.migrate import migrate
+
+    url = settings.resolved_database_url()
+    log.info("migrating %s", mask_url(url))
+    asyncio.run(migrate(url))
+    log.info("database schema is up to date")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lg-deploy", description="Run LangGraph graphs as durable executions."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    dev = sub.add_parser("dev", help="API, queue and worker in one process, on SQLite")
+    dev.add_argument("--config", help="path to langgraph.json (default ./langgraph.json)")
+    dev.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    dev.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    dev.add_argument("--database-url", help="override LG_DEPLOY_DATABASE_URL")
+    sub.add_parser("migrate", help="create or upgrade the database schema")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides = {
+        key: value
+        for key in ("config", "host", "port", "database_url")
+        if (value := getattr(args, key, None)) is not None
+    }
+    try:
+        settings = Settings(**overrides)
+    except ValueError as exc:
+        print(f"lg-deploy: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level)
+    commands = {"dev": cmd_dev, "migrate": cmd_migrate}
+    try:
+        return commands[args.command](settings)
+    except LgDeployError as exc:
+        print(f"lg-deploy {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

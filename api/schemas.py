@@ -1,0 +1,124 @@
+"""Request and response bodies of the REST API."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from lg_deploy.core.models import Execution
+from lg_deploy.core.states import Status
+
+MAX_TIMEOUT_S = 7 * 24 * 3600
+
+
+class ExecuteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    graph_id: str = Field(min_length=1, max_length=200, description="A graph of langgraph.json.")
+    input: Any = Field(default=None, description="The graph's input (JSON).")
+    config: dict[str, Any] | None = Field(
+        default=None, description="A LangGraph RunnableConfig: configurable, tags, ..."
+    )
+    thread_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Continue this conversation thread; a new thread when omitted.",
+    )
+    metadata: dict[str, Any] | None = Field(default=None, description="Free-form, kept as is.")
+    timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_TIMEOUT_S,
+        description="Time limit of each attempt in seconds (default: the server's).",
+    )
+
+
+class ResumeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    resume: Any = Field(description="The value the paused interrupt() returns.")
+
+
+class ExecutionError(BaseModel):
+    type: str = Field(description='The exception type, or "timeout".')
+    message: str
+
+
+class Interrupt(BaseModel):
+    id: str
+    value: Any
+
+
+class ExecutionOut(BaseModel):
+    execution_id: uuid.UUID
+    graph_id: str
+    thread_id: str
+    status: Status
+    input: Any
+    output: Any = None
+    error: ExecutionError | None = None
+    interrupts: list[Interrupt] | None = Field(
+        default=None, description="What the graph asked for, while INTERRUPTED."
+    )
+    config: dict[str, Any]
+    metadata: dict[str, Any]
+    attempts: int = Field(description="How many times a worker started this execution.")
+    timeout_s: float | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, execution: Execution) -> ExecutionOut:
+        return cls(
+            execution_id=execution.execution_id,
+            graph_id=execution.graph_id,
+            thread_id=execution.thread_id,
+            status=execution.status,
+            input=execution.input,
+            output=execution.output,
+            error=ExecutionError.model_validate(execution.error) if execution.error else None,
+            interrupts=[Interrupt.model_validate(i) for i in execution.interrupts]
+            if execution.interrupts is not None
+            else None,
+            config=execution.config,
+            metadata=execution.meta,
+            attempts=execution.attempt,
+            timeout_s=execution.timeout_s,
+            created_at=execution.created_at,
+            updated_at=execution.updated_at,
+            started_at=execution.started_at,
+            finished_at=execution.finished_at,
+        )
+
+
+class ExecutionPage(BaseModel):
+    items: list[ExecutionOut]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page.")
+
+
+class GraphOut(BaseModel):
+    graph_id: str
+    description: str | None
+    input_schema: dict[str, Any] | None
+    output_schema: dict[str, Any] | None
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = Field(default_factory=dict)
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="Machine-readable, e.g. not_found, validation_error.")
+    message: str
+    details: Any = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

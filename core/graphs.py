@@ -1,0 +1,231 @@
+"""Graphs declared in a LangGraph-style ``langgraph.json``.
+
+``{"graphs": {"name": "./path.py:attr"}, "env": {...} | "./.env"}``; an entry may also be
+``{"path": "./path.py:attr", "description": "..."}``. ``attr`` is a compiled graph, a
+``StateGraph`` builder, or a factory taking a ``RunnableConfig`` (sync or async) that
+returns either. Every entry is imported at load time, so a broken one fails at start-up
+with the file, the graph and the reason.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import json
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import StateGraph
+from langgraph.pregel import Pregel
+
+from lg_deploy.core.errors import GraphConfigError, NotFound
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "langgraph.json"
+
+
+@dataclass
+class GraphSpec:
+    graph_id: str
+    source: str
+    target: Any
+    description: str | None = None
+    input_schema: dict[str, Any] | None = None
+    output_schema: dict[str, Any] | None = None
+
+    @property
+    def is_factory(self) -> bool:
+        return not isinstance(self.target, Pregel | StateGraph)
+
+
+@dataclass
+class GraphRegistry:
+    """The graphs of one ``langgraph.json``, ready to be bound to a checkpointer."""
+
+    path: Path
+    graphs: dict[str, GraphSpec] = field(default_factory=dict)
+
+    def __contains__(self, graph_id: object) -> bool:
+        return graph_id in self.graphs
+
+    def get(self, graph_id: str) -> GraphSpec:
+        try:
+            return self.graphs[graph_id]
+        except KeyError:
+            raise NotFound("graph", graph_id) from None
+
+    async def build(
+        self, graph_id: str, config: Mapping[str, Any], checkpointer: BaseCheckpointSaver | None
+    ) -> Pregel:
+        """The graph for one execution, with ``checkpointer`` attached."""
+        spec = self.get(graph_id)
+        return await _materialize(spec.target, config, checkpointer, spec)
+
+
+def find_config(explicit: str | None) -> Path:
+    """``explicit`` (``--config`` / ``LG_DEPLOY_CONFIG``) or ./langgraph.json."""
+    path = Path(explicit) if explicit else Path.cwd() / CONFIG_FILE
+    if not path.is_file():
+        hint = "" if explicit else " (pass --config or set LG_DEPLOY_CONFIG)"
+        raise GraphConfigError(str(path), None, f"no such file{hint}")
+    return path.resolve()
+
+
+def load_registry(path: Path) -> GraphRegistry:
+    """Read ``path``, apply its ``env``, import every graph; raise ``GraphConfigError``."""
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise GraphConfigError(str(path), None, f"cannot read it: {exc}") from exc
+    if not isinstance(document, dict) or not isinstance(document.get("graphs"), dict):
+        raise GraphConfigError(str(path), None, 'expected an object with a "graphs" object')
+    if not document["graphs"]:
+        raise GraphConfigError(str(path), None, "declares no graphs")
+    _apply_env(path, document.get("env"))
+    registry = GraphRegistry(path=path)
+    for graph_id, entry in document["graphs"].items():
+        registry.graphs[graph_id] = _load_entry(path, graph_id, entry)
+    return registry
+
+
+def _apply_env(path: Path, env: Any) -> None:
+    """Values from ``env`` fill in variables the process does not already set."""
+    if env is None:
+        return
+    if isinstance(env, str):
+        from dotenv import dotenv_values
+
+        env_path = (path.parent / env).resolve()
+        if not env_path.is_file():
+            raise GraphConfigError(str(path), None, f"env file {env_path} does not exist")
+        values: Mapping[str, Any] = dotenv_values(env_path)
+    elif isinstance(env, dict):
+        values = env
+    else:
+        raise GraphConfigError(str(path), None, '"env" must be an object or a path to a .env')
+    for key, value in values.items():
+        if value is not None:
+            os.environ.setdefault(key, str(value))
+
+
+def _load_entry(path: Path, graph_id: str, entry: Any) -> GraphSpec:
+    description = None
+    if isinstance(entry, dict):
+        description = entry.get("description")
+        entry = entry.get("path")
+    if not isinstance(entry, str) or ":" not in entry:
+        raise GraphConfigError(str(path), graph_id, 'expected "./file.py:attribute"')
+    module_ref, _, attr = entry.rpartition(":")
+    module = _import(path, graph_id, module_ref)
+    try:
+        target = getattr(module, attr)
+    except AttributeError:
+        raise GraphConfigError(
+            str(path), graph_id, f"{module_ref} has no attribute {attr!r}"
+        ) from None
+    if not isinstance(target, Pregel | StateGraph) and not callable(target):
+        raise GraphConfigError(
+            str(path),
+            graph_id,
+            f"{attr} is a {type(target).__name__}, not a graph, a builder or a factory",
+        )
+    spec = GraphSpec(graph_id=graph_id, source=entry, target=target, description=description)
+    spec.description = spec.description or _describe(target)
+    spec.input_schema, spec.output_schema = _schemas(spec)
+    return spec
+
+
+def _import(path: Path, graph_id: str, module_ref: str) -> Any:
+    base = path.parent
+    if module_ref.endswith(".py") or "/" in module_ref:
+        file = (base / module_ref).resolve()
+        if not file.is_file():
+            raise GraphConfigError(str(path), graph_id, f"file {file} does not exist")
+        # The config's folder is importable, so graph files can import their neighbours.
+        if str(base) not in sys.path:
+            sys.path.insert(0, str(base))
+        name = f"lg_deploy_graphs.{graph_id}"
+        spec = importlib.util.spec_from_file_location(name, file)
+        if spec is None or spec.loader is None:
+            raise GraphConfigError(str(path), graph_id, f"cannot import {file}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            sys.modules.pop(name, None)
+            raise GraphConfigError(
+                str(path), graph_id, f"importing {file} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        return module
+    try:
+        return importlib.import_module(module_ref)
+    except Exception as exc:
+        raise GraphConfigError(
+            str(path), graph_id, f"importing {module_ref} failed: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _describe(target: Any) -> str | None:
+    doc = inspect.getdoc(target) if inspect.isfunction(target) else None
+    return doc.strip().splitlines()[0] if doc else None
+
+
+async def _materialize(
+    target: Any,
+    config: Mapping[str, Any],
+    checkpointer: BaseCheckpointSaver | None,
+    spec: GraphSpec,
+) -> Pregel:
+    if isinstance(target, Pregel):
+        return target.copy(update={"checkpointer": checkpointer})
+    if isinstance(target, StateGraph):
+        return target.compile(checkpointer=checkpointer)
+    made = target(dict(config)) if _takes_argument(target) else target()
+    if inspect.isawaitable(made):
+        made = await made
+    if isinstance(made, Pregel | StateGraph):
+        return await _materialize(made, config, checkpointer, spec)
+    raise TypeError(
+        f"the factory for graph {spec.graph_id!r} returned a {type(made).__name__}, not a graph"
+    )
+
+
+def _takes_argument(factory: Any) -> bool:
+    try:
+        return bool(inspect.signature(factory).parameters)
+    except (TypeError, ValueError):
+        return True
+
+
+def _schemas(spec: GraphSpec) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The input and output JSON schemas, built once; a factory is called with an empty
+    config for it. A graph whose schema cannot be expressed gets None, not a failure."""
+    import asyncio
+
+    target = spec.target
+    try:
+        if spec.is_factory:
+            made = target({}) if _takes_argument(target) else target()
+            if inspect.isawaitable(made):
+                if hasattr(made, "close"):
+                    made.close()  # an async factory: its schema is left unknown
+                return None, None
+            target = made
+        if isinstance(target, StateGraph):
+            target = target.compile()
+        if not isinstance(target, Pregel):
+            return None, None
+        return target.get_input_jsonschema(), target.get_output_jsonschema()
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.warning("graph %r: no JSON schema (%s: %s)", spec.graph_id, type(exc).__name__, exc)
+        return None, None

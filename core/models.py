@@ -1,0 +1,98 @@
+"""The execution record, as stored.
+
+The record is shaped so that a LangGraph-Platform-style runs API maps onto it: an
+execution is a run of ``graph_id`` (the assistant) on ``thread_id``, with ``input``,
+``config``, ``metadata`` and a status. The lease columns (``lease_owner``,
+``lease_expires_at``) and ``attempt`` belong to the worker that holds it; ``attempt``
+is also the fencing token every worker write is conditioned on.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+from lg_deploy.core.states import Status
+
+JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on every backend.
+
+    SQLite keeps no zone: values are stored as UTC and read back with ``tzinfo=UTC``.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(UTC)
+            if dialect.name == "sqlite":
+                value = value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
+class Execution(SQLModel, table=True):
+    __tablename__ = "executions"
+    __table_args__ = (
+        sa.Index("ix_executions_status_id", "status", "execution_id"),
+        sa.Index("ix_executions_graph_id_id", "graph_id", "execution_id"),
+        sa.Index("ix_executions_thread_id_id", "thread_id", "execution_id"),
+        sa.Index("ix_executions_status_updated_at", "status", "updated_at"),
+        # Invariant 5: at most one RUNNING execution per thread, enforced by the database.
+        sa.Index(
+            "ux_executions_running_thread",
+            "thread_id",
+            unique=True,
+            sqlite_where=sa.text("status = 'RUNNING'"),
+            postgresql_where=sa.text("status = 'RUNNING'"),
+        ),
+    )
+
+    execution_id: uuid.UUID = Field(primary_key=True)
+    graph_id: str = Field(max_length=200)
+    thread_id: str = Field(max_length=200)
+    input: Any = Field(default=None, sa_type=JSONType, nullable=True)
+    config: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
+    # "metadata" is reserved on SQLAlchemy declarative classes.
+    meta: dict[str, Any] = Field(
+        default_factory=dict, sa_column=sa.Column("metadata", JSONType, nullable=False)
+    )
+    status: Status = Field(
+        default=Status.QUEUED,
+        sa_column=sa.Column(sa.String(16), nullable=False, default=Status.QUEUED.value),
+    )
+    output: Any = Field(default=None, sa_type=JSONType, nullable=True)
+    error: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
+    # Kept for operators: never part of the API's default answer.
+    error_traceback: str | None = Field(default=None, sa_type=sa.Text)
+    interrupts: list[dict[str, Any]] | None = Field(default=None, sa_type=JSONType)
+    # The value given to POST /resume, consumed by the next attempt that resumes the graph.
+    resume: Any = Field(default=None, sa_type=JSONType, nullable=True)
+    has_resume: bool = Field(default=False)
+    timeout_s: float | None = Field(default=None)
+    attempt: int = Field(default=0)
+    lease_owner: str | None = Field(default=None, max_length=200)
+    lease_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    idempotency_key: str | None = Field(default=None, max_length=200, unique=True)
+    request_hash: str | None = Field(default=None, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

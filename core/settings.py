@@ -1,0 +1,50 @@
+"""Configuration, read from ``LG_DEPLOY_*`` environment variables (and a ``.env`` file).
+
+The class is defined here; only the entry points (the CLI) instantiate it, and pass the
+values down as arguments. Nothing in ``lg_deploy.core`` reads the environment itself.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATA_DIR = ".lg-deploy"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LG_DEPLOY_", env_file=".env", extra="ignore")
+
+    config: str | None = Field(
+        default=None, description="Path to langgraph.json (default: ./langgraph.json)."
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="sqlite+aiosqlite:///path or postgresql+asyncpg://user:pw@host/db "
+        "(default: SQLite in ./.lg-deploy/).",
+    )
+    queue_url: str = Field(default="memory://", description="memory:// or redis://host:port/db.")
+    host: str = Field(default="127.0.0.1", description="Address the API listens on.")
+    port: int = Field(default=8000, description="Port the API listens on.")
+    worker_concurrency: int = Field(
+        default=10, ge=1, description="Executions one worker runs at once."
+    )
+    execution_timeout_s: float = Field(
+        default=3600.0, gt=0, description="Default per-attempt time limit of an execution."
+    )
+    lease_s: float = Field(
+        default=30.0, gt=0, description="How long a worker's claim lasts without a heartbeat."
+    )
+    reconcile_interval_s: float = Field(
+        default=10.0, gt=0, description="How often workers look for stranded executions."
+    )
+    max_body_bytes: int = Field(
+        default=1024 * 1024, gt=0, description="Largest request body the API accepts."
+    )
+    ready_timeout_s: float = Field(
+        default=2.0, gt=0, description="How long /readyz waits for each backend."
+    )
+    log_level: str = Field(default="INFO", description="Python logging level.")
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{DEFAULT_DATA_DIR}/lg-deploy.db"

@@ -1,0 +1,33 @@
+"""The store: executions in PostgreSQL or SQLite, chosen by URL here and only here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lg_deploy.core.errors import UnknownBackend
+from lg_deploy.core.store.base import Outcome, Page, Store
+
+SCHEMES = ("sqlite+aiosqlite:///path", "postgresql+asyncpg://user:password@host/db")
+
+__all__ = ["SCHEMES", "Outcome", "Page", "Store", "check_database_url", "open_store"]
+
+
+def check_database_url(url: str) -> None:
+    """Raise ``UnknownBackend`` unless ``url`` names a database the store can use."""
+    if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+        raise UnknownBackend(url, SCHEMES)
+
+
+def ensure_sqlite_dir(url: str) -> None:
+    """Create the folder of a SQLite database file if it is missing."""
+    if url.startswith("sqlite+aiosqlite:///") and ":memory:" not in url:
+        Path(url.removeprefix("sqlite+aiosqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+
+
+def open_store(url: str) -> Store:
+    """The store for ``url``; the caller closes it."""
+    check_database_url(url)
+    ensure_sqlite_dir(url)
+    from lg_deploy.core.store.sql import SQLStore
+
+    return SQLStore.from_url(url)

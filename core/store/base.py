@@ -1,0 +1,91 @@
+"""The store interface: the source of truth for executions.
+
+Every write a worker makes is fenced on the attempt it claimed (``attempt``): when the
+execution moved on (taken over after a lease expired, cancelled), the write matches no
+row and returns False, so a zombie can never overwrite a result.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from lg_deploy.core.models import Execution
+from lg_deploy.core.states import Status
+
+
+@dataclass(frozen=True)
+class Page:
+    items: Sequence[Execution]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an attempt produced, recorded by ``Store.finish``."""
+
+    status: Status
+    output: Any = None
+    error: dict[str, Any] | None = None
+    traceback: str | None = None
+    interrupts: list[dict[str, Any]] | None = field(default=None)
+
+
+class Store(Protocol):
+    async def ping(self) -> None:
+        """Raise ``BackendUnavailable`` unless the database answers."""
+
+    async def close(self) -> None: ...
+
+    async def create(self, execution: Execution) -> tuple[Execution, bool]:
+        """Insert ``execution``; with an idempotency key already used by the same request,
+        return the earlier execution and False instead (another request: ``IdempotencyConflict``).
+        """
+
+    async def get(self, execution_id: uuid.UUID) -> Execution: ...
+
+    async def list_executions(
+        self,
+        *,
+        status: Status | None = None,
+        graph_id: str | None = None,
+        thread_id: str | None = None,
+        limit: int = 50,
+        cursor: uuid.UUID | None = None,
+    ) -> Page:
+        """Newest first; ``cursor`` is the ``next_cursor`` of the page before."""
+
+    async def claim(self, execution_id: uuid.UUID, owner: str, lease_s: float) -> Execution | None:
+        """QUEUED -> RUNNING with a new lease and the next attempt number, or None when the
+        execution is not claimable (not QUEUED, or its thread is busy)."""
+
+    async def heartbeat(self, execution_id: uuid.UUID, attempt: int, lease_s: float) -> bool:
+        """Extend the lease of ``attempt``; False when the lease is lost."""
+
+    async def finish(self, execution_id: uuid.UUID, attempt: int, outcome: Outcome) -> bool:
+        """Record the result of ``attempt`` (RUNNING -> outcome.status), fenced."""
+
+    async def release(self, execution_id: uuid.UUID, attempt: int) -> bool:
+        """Hand a RUNNING attempt back to the queue (RUNNING -> QUEUED), fenced."""
+
+    async def cancel(self, execution_id: uuid.UUID) -> Execution:
+        """Move to CANCELLED, or raise ``NotFound`` / ``InvalidTransition``."""
+
+    async def resume(self, execution_id: uuid.UUID, value: Any) -> Execution:
+        """INTERRUPTED -> QUEUED carrying ``value`` for the paused graph."""
+
+    async def requeue_expired(self, now: datetime) -> list[uuid.UUID]:
+        """RUNNING executions whose lease ended before ``now`` go back to QUEUED."""
+
+    async def queued_before(
+        self, before: datetime, *, after: uuid.UUID | None = None, limit: int = 1000
+    ) -> list[uuid.UUID]:
+        """QUEUED executions not updated since ``before``, in id order from ``after`` on."""
+
+    async def next_queued_on_thread(self, thread_id: str) -> uuid.UUID | None:
+        """The oldest QUEUED execution of ``thread_id``: the one to run after the current."""
+
+    async def count_by_status(self) -> dict[Status, int]: ...

@@ -1,0 +1,333 @@
+"""One SQL store for PostgreSQL (asyncpg) and SQLite (aiosqlite), through SQLAlchemy.
+
+Every state change is a single conditional UPDATE whose WHERE clause names the statuses
+the state machine allows as sources, so two writers can never both win; worker writes
+are also fenced on the attempt they claimed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from lg_deploy.core.errors import (
+    BackendUnavailable,
+    IdempotencyConflict,
+    InvalidTransition,
+    NotFound,
+)
+from lg_deploy.core.models import Execution, utcnow
+from lg_deploy.core.states import TERMINAL, Status, sources_of
+from lg_deploy.core.store.base import Outcome, Page
+
+T = Execution.__table__  # type: ignore[attr-defined]
+C = T.c
+
+
+def request_hash(body: Mapping[str, Any]) -> str:
+    """A stable digest of a request body, to tell idempotent retries from key re-use."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _row_to_execution(row: sa.Row[Any]) -> Execution:
+    values = dict(row._mapping)
+    values["meta"] = values.pop("metadata")
+    return Execution.model_validate(values)
+
+
+def _values(execution: Execution) -> dict[str, Any]:
+    values = execution.model_dump()
+    values["metadata"] = values.pop("meta")
+    return values
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers run beside the writer; busy_timeout makes writers wait, not fail.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+class SQLStore:
+    """The store over an ``AsyncEngine``; it disposes of the engine it created itself."""
+
+    def __init__(self, engine: AsyncEngine, *, owns_engine: bool = False) -> None:
+        self.engine = engine
+        self._owns_engine = owns_engine
+
+    @classmethod
+    def from_url(cls, url: str, **engine_kwargs: Any) -> SQLStore:
+        if url.startswith("sqlite"):
+            engine = create_async_engine(url, **engine_kwargs)
+            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        else:
+            engine_kwargs.setdefault("pool_pre_ping", True)
+            engine_kwargs.setdefault("pool_size", 10)
+            engine_kwargs.setdefault("max_overflow", 10)
+            engine_kwargs.setdefault("pool_timeout", 10)
+            engine = create_async_engine(url, **engine_kwargs)
+        return cls(engine, owns_engine=True)
+
+    async def close(self) -> None:
+        if self._owns_engine:
+            await self.engine.dispose()
+
+    @contextlib.asynccontextmanager
+    async def _begin(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction; connection-level failures become ``BackendUnavailable``."""
+        try:
+            async with self.engine.begin() as conn:
+                yield conn
+        except sa.exc.IntegrityError:
+            raise
+        except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError) as exc:
+            raise BackendUnavailable("database", _short(exc)) from exc
+        except sa.exc.DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise BackendUnavailable("database", _short(exc)) from exc
+            raise
+        except (OSError, ConnectionError) as exc:
+            raise BackendUnavailable("database", _short(exc)) from exc
+
+    async def ping(self) -> None:
+        async with self._begin() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+
+    async def create(self, execution: Execution) -> tuple[Execution, bool]:
+        try:
+            async with self._begin() as conn:
+                await conn.execute(T.insert().values(**_values(execution)))
+            return execution, True
+        except sa.exc.IntegrityError:
+            if execution.idempotency_key is None:
+                raise
+        existing = await self._get_by_key(execution.idempotency_key)
+        if existing is None:  # the other row vanished: nothing is left to conflict with
+            return await self.create(execution)
+        if existing.request_hash != execution.request_hash:
+            raise IdempotencyConflict(execution.idempotency_key)
+        return existing, False
+
+    async def _get_by_key(self, key: str) -> Execution | None:
+        async with self._begin() as conn:
+            row = (await conn.execute(T.select().where(C.idempotency_key == key))).first()
+        return None if row is None else _row_to_execution(row)
+
+    async def get(self, execution_id: uuid.UUID) -> Execution:
+        async with self._begin() as conn:
+            row = (await conn.execute(T.select().where(C.execution_id == execution_id))).first()
+        if row is None:
+            raise NotFound("execution", str(execution_id))
+        return _row_to_execution(row)
+
+    async def list_executions(
+        self,
+        *,
+        status: Status | None = None,
+        graph_id: str | None = None,
+        thread_id: str | None = None,
+        limit: int = 50,
+        cursor: uuid.UUID | None = None,
+    ) -> Page:
+        query = T.select().order_by(C.execution_id.desc()).limit(limit + 1)
+        if status is not None:
+            query = query.where(C.status == status.value)
+        if graph_id is not None:
+            query = query.where(C.graph_id == graph_id)
+        if thread_id is not None:
+            query = query.where(C.thread_id == thread_id)
+        if cursor is not None:
+            query = query.where(C.execution_id < cursor)
+        async with self._begin() as conn:
+            rows = (await conn.execute(query)).all()
+        items = [_row_to_execution(r) for r in rows[:limit]]
+        more = len(rows) > limit
+        return Page(items=items, next_cursor=str(items[-1].execution_id) if more else None)
+
+    async def _transition(
+        self,
+        execution_id: uuid.UUID,
+        wanted: Status,
+        values: Mapping[str, Any],
+        *,
+        attempt: int | None = None,
+        sources: Iterable[Status] | None = None,
+    ) -> Execution | None:
+        """Apply one allowed move in one conditional UPDATE; None when it did not apply."""
+        allowed = sources_of(wanted) if sources is None else frozenset(sources)
+        now = utcnow()
+        stmt = (
+            T.update()
+            .where(C.execution_id == execution_id)
+            .where(C.status.in_([s.value for s in allowed]))
+            .values(status=wanted.value, updated_at=now, **values)
+            .returning(*T.c)
+        )
+        if attempt is not None:
+            stmt = stmt.where(C.attempt == attempt)
+        if wanted in TERMINAL:
+            stmt = stmt.values(finished_at=now, lease_owner=None, lease_expires_at=None)
+        async with self._begin() as conn:
+            row = (await conn.execute(stmt)).first()
+        return None if row is None else _row_to_execution(row)
+
+    async def _explain_refusal(self, execution_id: uuid.UUID, wanted: Status) -> InvalidTransition:
+        current = await self.get(execution_id)  # raises NotFound
+        return InvalidTransition(current.status, wanted)
+
+    async def claim(self, execution_id: uuid.UUID, owner: str, lease_s: float) -> Execution | None:
+        now = utcnow()
+        me = T.alias("me")
+        earlier = T.alias("earlier")
+        # FIFO per thread: an execution waits while an older one on its thread is queued.
+        older_queued_on_thread = (
+            sa.select(earlier.c.execution_id)
+            .where(earlier.c.thread_id == me.c.thread_id)
+            .where(earlier.c.status == Status.QUEUED.value)
+            .where(earlier.c.execution_id < me.c.execution_id)
+            .where(me.c.execution_id == execution_id)
+        )
+        stmt = (
+            T.update()
+            .where(C.execution_id == execution_id)
+            .where(C.status == Status.QUEUED.value)
+            .where(~sa.exists(older_queued_on_thread))
+            .values(
+                status=Status.RUNNING.value,
+                attempt=C.attempt + 1,
+                lease_owner=owner,
+                lease_expires_at=now + timedelta(seconds=lease_s),
+                started_at=sa.func.coalesce(C.started_at, now),
+                updated_at=now,
+            )
+            .returning(*T.c)
+        )
+        try:
+            async with self._begin() as conn:
+                row = (await conn.execute(stmt)).first()
+        except sa.exc.IntegrityError:
+            return None  # another execution of this thread is RUNNING (invariant 5)
+        return None if row is None else _row_to_execution(row)
+
+    async def heartbeat(self, execution_id: uuid.UUID, attempt: int, lease_s: float) -> bool:
+        now = utcnow()
+        stmt = (
+            T.update()
+            .where(C.execution_id == execution_id)
+            .where(C.status == Status.RUNNING.value)
+            .where(C.attempt == attempt)
+            .values(lease_expires_at=now + timedelta(seconds=lease_s), updated_at=now)
+        )
+        async with self._begin() as conn:
+            result = await conn.execute(stmt)
+        return result.rowcount == 1
+
+    async def finish(self, execution_id: uuid.UUID, attempt: int, outcome: Outcome) -> bool:
+        values: dict[str, Any] = {
+            "output": outcome.output,
+            "error": outcome.error,
+            "error_traceback": outcome.traceback,
+            "interrupts": outcome.interrupts,
+            "resume": None,
+            "has_resume": False,
+        }
+        if outcome.status is Status.INTERRUPTED:
+            values |= {"lease_owner": None, "lease_expires_at": None}
+        row = await self._transition(
+            execution_id, outcome.status, values, attempt=attempt, sources=[Status.RUNNING]
+        )
+        return row is not None
+
+    async def release(self, execution_id: uuid.UUID, attempt: int) -> bool:
+        row = await self._transition(
+            execution_id,
+            Status.QUEUED,
+            {"lease_owner": None, "lease_expires_at": None},
+            attempt=attempt,
+            sources=[Status.RUNNING],
+        )
+        return row is not None
+
+    async def cancel(self, execution_id: uuid.UUID) -> Execution:
+        row = await self._transition(execution_id, Status.CANCELLED, {})
+        if row is None:
+            raise await self._explain_refusal(execution_id, Status.CANCELLED)
+        return row
+
+    async def resume(self, execution_id: uuid.UUID, value: Any) -> Execution:
+        row = await self._transition(
+            execution_id,
+            Status.QUEUED,
+            {"resume": value, "has_resume": True, "interrupts": None},
+            sources=[Status.INTERRUPTED],
+        )
+        if row is None:
+            raise await self._explain_refusal(execution_id, Status.QUEUED)
+        return row
+
+    async def requeue_expired(self, now: datetime) -> list[uuid.UUID]:
+        stmt = (
+            T.update()
+            .where(C.status == Status.RUNNING.value)
+            .where(C.lease_expires_at < now)
+            .values(
+                status=Status.QUEUED.value,
+                lease_owner=None,
+                lease_expires_at=None,
+                updated_at=utcnow(),
+            )
+            .returning(C.execution_id)
+        )
+        async with self._begin() as conn:
+            return list((await conn.execute(stmt)).scalars())
+
+    async def queued_before(
+        self, before: datetime, *, after: uuid.UUID | None = None, limit: int = 1000
+    ) -> list[uuid.UUID]:
+        query = (
+            sa.select(C.execution_id)
+            .where(C.status == Status.QUEUED.value)
+            .where(C.updated_at < before)
+            .order_by(C.execution_id)
+            .limit(limit)
+        )
+        if after is not None:
+            query = query.where(C.execution_id > after)
+        async with self._begin() as conn:
+            return list((await conn.execute(query)).scalars())
+
+    async def next_queued_on_thread(self, thread_id: str) -> uuid.UUID | None:
+        query = (
+            sa.select(C.execution_id)
+            .where(C.thread_id == thread_id)
+            .where(C.status == Status.QUEUED.value)
+            .order_by(C.execution_id)
+            .limit(1)
+        )
+        async with self._begin() as conn:
+            return (await conn.execute(query)).scalar()
+
+    async def count_by_status(self) -> dict[Status, int]:
+        query = sa.select(C.status, sa.func.count()).group_by(C.status)
+        async with self._begin() as conn:
+            rows = (await conn.execute(query)).all()
+        counts = dict.fromkeys(Status, 0)
+        counts.update({Status(s): n for s, n in rows})
+        return counts
+
+
+def _short(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__

@@ -1,0 +1,174 @@
+"""Fixtures: real SQLite files and a real PostgreSQL (a fresh database per test), the
+example graphs, and the API served in-process with its worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from lg_deploy.api.app import create_app
+from lg_deploy.core.graphs import GraphRegistry, load_registry
+from lg_deploy.core.settings import Settings
+from lg_deploy.core.store import Store, open_store
+from lg_deploy.core.store.migrate import migrate
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_GRAPHS = Path(__file__).resolve().parent / "graphs" / "langgraph.json"
+EXAMPLES = ROOT / "examples" / "langgraph.json"
+
+PG_ADMIN_URL = os.environ.get(
+    "LG_DEPLOY_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def _libpq(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+def _with_database(url: str, name: str) -> str:
+    return url.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture(scope="session")
+def pg_admin() -> Iterator[Any]:
+    """An autocommit connection to the test PostgreSQL server, or one clear failure."""
+    import psycopg
+
+    try:
+        conn = psycopg.connect(_libpq(PG_ADMIN_URL), autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        pytest.fail(
+            f"PostgreSQL is not reachable at {PG_ADMIN_URL} ({str(exc).strip().splitlines()[0]}): "
+            "install and start PostgreSQL (Debian: apt-get install postgresql; "
+            "pg_ctlcluster <version> main start) or set LG_DEPLOY_TEST_POSTGRES_URL",
+            pytrace=False,
+        )
+    yield conn
+    conn.close()
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_admin: Any) -> Iterator[str]:
+    """A migrated database that each test's database is copied from."""
+    name = f"lgd_tpl_{os.getpid()}"
+    pg_admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    pg_admin.execute(f'CREATE DATABASE "{name}"')
+    asyncio.run(migrate(_with_database(PG_ADMIN_URL, name)))
+    yield name
+    pg_admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_url(pg_admin: Any, pg_template: str) -> Iterator[str]:
+    """The URL of a fresh, migrated PostgreSQL database, dropped after the test."""
+    name = f"lgd_t_{uuid.uuid4().hex[:12]}"
+    pg_admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
+    yield _with_database(PG_ADMIN_URL, name)
+    pg_admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path}/lg-deploy.db"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Each test using this runs once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        url: str = request.getfixturevalue("sqlite_url")
+        asyncio.run(migrate(url))
+        return url
+    pg: str = request.getfixturevalue("pg_url")
+    return pg
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    s = open_store(database_url)
+    yield s
+    await s.close()
+
+
+@pytest.fixture(scope="session")
+def registry() -> GraphRegistry:
+    return load_registry(TEST_GRAPHS)
+
+
+def make_settings(database_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "queue_url": "memory://",
+        "worker_concurrency": 4,
+        "lease_s": 3.0,
+        "reconcile_interval_s": 1.0,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@contextlib.asynccontextmanager
+async def serve_in_process(
+    settings: Settings, registry: GraphRegistry, *, run_worker: bool = True
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with its lifespan running, and a client that talks to it over ASGI."""
+    app = create_app(settings, registry, run_worker=run_worker)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://lg-deploy") as client:
+            client.app = app  # type: ignore[attr-defined]
+            yield client
+
+
+@pytest.fixture
+async def client(database_url: str, registry: GraphRegistry) -> AsyncIterator[httpx.AsyncClient]:
+    """The API with an in-process worker, once on SQLite and once on PostgreSQL."""
+    async with serve_in_process(make_settings(database_url), registry) as c:
+        yield c
+
+
+@pytest.fixture
+async def sqlite_client(
+    sqlite_url: str, registry: GraphRegistry
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The API with an in-process worker on SQLite only, for tests of the HTTP layer."""
+    await migrate(sqlite_url)
+    async with serve_in_process(make_settings(sqlite_url), registry) as c:
+        yield c
+
+
+async def submit(client: httpx.AsyncClient, graph_id: str, input: Any = None, **body: Any) -> str:
+    response = await client.post("/execute", json={"graph_id": graph_id, "input": input, **body})
+    assert response.status_code == 202, response.text
+    execution_id: str = response.json()["execution_id"]
+    return execution_id
+
+
+async def wait(client: httpx.AsyncClient, execution_id: str, timeout: float = 20) -> dict[str, Any]:
+    response = await client.get(f"/executions/{execution_id}/wait", params={"timeout": timeout})
+    assert response.status_code == 200, response.text
+    record: dict[str, Any] = response.json()
+    return record
+
+
+async def wait_for_status(
+    client: httpx.AsyncClient, execution_id: str, status: str, timeout: float = 20
+) -> dict[str, Any]:
+    """Poll until the execution has ``status``; fail with the last record otherwise."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        record: dict[str, Any] = (await client.get(f"/executions/{execution_id}")).json()
+        if record["status"] == status:
+            return record
+        if loop.time() > deadline:
+            pytest.fail(f"execution {execution_id} never reached {status}: {record}")
+        await asyncio.sleep(0.02)

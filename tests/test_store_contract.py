@@ -1,0 +1,277 @@
+"""The store contract, run against SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from lg_deploy.core.errors import IdempotencyConflict, InvalidTransition, NotFound
+from lg_deploy.core.ids import new_execution_id
+from lg_deploy.core.models import Execution, utcnow
+from lg_deploy.core.states import Status
+from lg_deploy.core.store import Outcome, Store
+
+
+def new(thread_id: str | None = None, **fields: Any) -> Execution:
+    execution_id = new_execution_id()
+    return Execution(
+        execution_id=execution_id,
+        graph_id=fields.pop("graph_id", "steps"),
+        thread_id=thread_id or str(execution_id),
+        input={"text": "hi"},
+        **fields,
+    )
+
+
+async def test_create_then_get_round_trips_every_field(store: Store) -> None:
+    """What is written is what is read, JSON and timestamps included."""
+    execution = new(config={"configurable": {"user": "u1"}}, meta={"team": "a"}, timeout_s=5.0)
+    _, created = await store.create(execution)
+    assert created
+    got = await store.get(execution.execution_id)
+    assert got.input == {"text": "hi"}
+    assert got.config == {"configurable": {"user": "u1"}}
+    assert got.meta == {"team": "a"}
+    assert got.status is Status.QUEUED
+    assert got.timeout_s == 5.0
+    assert got.attempt == 0
+    assert got.created_at == execution.created_at
+    assert got.created_at.tzinfo is not None
+
+
+async def test_get_unknown_raises_not_found(store: Store) -> None:
+    """An unknown id is NotFound, carrying the kind and the id."""
+    missing = uuid.uuid4()
+    with pytest.raises(NotFound) as info:
+        await store.get(missing)
+    assert (info.value.kind, info.value.id) == ("execution", str(missing))
+
+
+async def test_idempotency_key_returns_the_same_execution(store: Store) -> None:
+    """The same key and request hash give back the first execution, not a second row."""
+    first = new(idempotency_key="k1", request_hash="h1")
+    await store.create(first)
+    again, created = await store.create(new(idempotency_key="k1", request_hash="h1"))
+    assert not created
+    assert again.execution_id == first.execution_id
+    assert len((await store.list_executions()).items) == 1
+
+
+async def test_idempotency_key_with_another_request_conflicts(store: Store) -> None:
+    """The same key with a different request hash is a conflict and writes nothing."""
+    await store.create(new(idempotency_key="k1", request_hash="h1"))
+    with pytest.raises(IdempotencyConflict):
+        await store.create(new(idempotency_key="k1", request_hash="h2"))
+    assert len((await store.list_executions()).items) == 1
+
+
+async def test_list_pages_newest_first_with_filters(store: Store) -> None:
+    """Cursor pagination visits every row once, newest first; filters narrow it."""
+    made = []
+    for i in range(7):
+        e = new(graph_id="a" if i % 2 else "b", thread_id="t1" if i < 3 else None)
+        await store.create(e)
+        made.append(e.execution_id)
+    seen: list[uuid.UUID] = []
+    cursor = None
+    while True:
+        page = await store.list_executions(limit=3, cursor=uuid.UUID(cursor) if cursor else None)
+        seen += [e.execution_id for e in page.items]
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert seen == list(reversed(made))
+    assert {e.graph_id for e in (await store.list_executions(graph_id="a")).items} == {"a"}
+    assert len((await store.list_executions(graph_id="a")).items) == 3
+    assert len((await store.list_executions(thread_id="t1")).items) == 3
+    await store.claim(made[0], "w", 10)
+    running = (await store.list_executions(status=Status.RUNNING)).items
+    assert [e.execution_id for e in running] == [made[0]]
+
+
+async def test_claim_takes_a_lease_and_bumps_the_attempt(store: Store) -> None:
+    """A claim moves QUEUED to RUNNING with an owner, an expiry and attempt 1."""
+    e = new()
+    await store.create(e)
+    claimed = await store.claim(e.execution_id, "worker-a", 30)
+    assert claimed is not None
+    assert claimed.status is Status.RUNNING
+    assert claimed.attempt == 1
+    assert claimed.lease_owner == "worker-a"
+    assert claimed.lease_expires_at is not None
+    assert claimed.lease_expires_at > utcnow() + timedelta(seconds=20)
+    assert claimed.started_at is not None
+    assert await store.claim(e.execution_id, "worker-b", 30) is None
+
+
+async def test_concurrent_claims_have_exactly_one_winner(store: Store) -> None:
+    """Of many workers claiming the same execution at once, exactly one wins."""
+    e = new()
+    await store.create(e)
+    results = await asyncio.gather(*(store.claim(e.execution_id, f"w{i}", 30) for i in range(8)))
+    winners = [r for r in results if r is not None]
+    assert len(winners) == 1
+    assert (await store.get(e.execution_id)).attempt == 1
+
+
+async def test_writes_are_fenced_on_the_attempt(store: Store) -> None:
+    """After a lease is taken over, the old attempt can neither heartbeat nor finish."""
+    e = new()
+    await store.create(e)
+    first = await store.claim(e.execution_id, "zombie", 0.01)
+    assert first is not None
+    await asyncio.sleep(0.05)
+    assert await store.requeue_expired(utcnow()) == [e.execution_id]
+    second = await store.claim(e.execution_id, "healthy", 30)
+    assert second is not None and second.attempt == 2
+    assert not await store.heartbeat(e.execution_id, first.attempt, 30)
+    assert not await store.finish(
+        e.execution_id, first.attempt, Outcome(Status.COMPLETED, output={"by": "zombie"})
+    )
+    assert await store.finish(
+        e.execution_id, second.attempt, Outcome(Status.COMPLETED, output={"by": "healthy"})
+    )
+    final = await store.get(e.execution_id)
+    assert final.status is Status.COMPLETED
+    assert final.output == {"by": "healthy"}
+    assert final.finished_at is not None
+    assert final.lease_owner is None
+
+
+async def test_terminal_states_never_change(store: Store) -> None:
+    """A COMPLETED execution refuses cancel, resume, a second finish and a claim."""
+    e = new()
+    await store.create(e)
+    claimed = await store.claim(e.execution_id, "w", 30)
+    assert claimed is not None
+    assert await store.finish(e.execution_id, 1, Outcome(Status.COMPLETED, output=1))
+    with pytest.raises(InvalidTransition) as info:
+        await store.cancel(e.execution_id)
+    assert (info.value.current, info.value.wanted) == (Status.COMPLETED, Status.CANCELLED)
+    with pytest.raises(InvalidTransition):
+        await store.resume(e.execution_id, "x")
+    assert not await store.finish(e.execution_id, 1, Outcome(Status.FAILED))
+    assert await store.claim(e.execution_id, "w", 30) is None
+    assert (await store.get(e.execution_id)).status is Status.COMPLETED
+
+
+async def test_heartbeat_extends_the_lease(store: Store) -> None:
+    """A heartbeat of the current attempt pushes the expiry forward."""
+    e = new()
+    await store.create(e)
+    claimed = await store.claim(e.execution_id, "w", 1)
+    assert claimed is not None and claimed.lease_expires_at is not None
+    assert await store.heartbeat(e.execution_id, claimed.attempt, 60)
+    renewed = await store.get(e.execution_id)
+    assert renewed.lease_expires_at is not None
+    assert renewed.lease_expires_at > claimed.lease_expires_at + timedelta(seconds=30)
+
+
+async def test_cancel_moves_queued_and_running_to_cancelled(store: Store) -> None:
+    """Cancel works from QUEUED and RUNNING, and the worker's later result is dropped."""
+    queued, running = new(), new()
+    await store.create(queued)
+    await store.create(running)
+    claimed = await store.claim(running.execution_id, "w", 30)
+    assert claimed is not None
+    assert (await store.cancel(queued.execution_id)).status is Status.CANCELLED
+    assert (await store.cancel(running.execution_id)).status is Status.CANCELLED
+    assert not await store.heartbeat(running.execution_id, claimed.attempt, 30)
+    assert not await store.finish(running.execution_id, claimed.attempt, Outcome(Status.COMPLETED))
+    assert (await store.get(running.execution_id)).status is Status.CANCELLED
+    with pytest.raises(NotFound):
+        await store.cancel(uuid.uuid4())
+
+
+async def test_interrupt_then_resume_requeues_with_the_value(store: Store) -> None:
+    """INTERRUPTED keeps the payload; resume moves it to QUEUED carrying the value."""
+    e = new()
+    await store.create(e)
+    claimed = await store.claim(e.execution_id, "w", 30)
+    assert claimed is not None
+    payload = [{"id": "i1", "value": {"question": "ok?"}}]
+    assert await store.finish(
+        e.execution_id, 1, Outcome(Status.INTERRUPTED, output={}, interrupts=payload)
+    )
+    paused = await store.get(e.execution_id)
+    assert paused.status is Status.INTERRUPTED
+    assert paused.interrupts == payload
+    assert paused.lease_owner is None
+    resumed = await store.resume(e.execution_id, {"approved": True})
+    assert resumed.status is Status.QUEUED
+    assert resumed.resume == {"approved": True}
+    assert resumed.has_resume
+    with pytest.raises(InvalidTransition):
+        await store.resume(e.execution_id, "again")
+    again = await store.claim(e.execution_id, "w", 30)
+    assert again is not None and again.attempt == 2
+
+
+async def test_release_hands_back_without_finishing(store: Store) -> None:
+    """A released attempt is QUEUED again, claimable, and its old attempt is fenced."""
+    e = new()
+    await store.create(e)
+    claimed = await store.claim(e.execution_id, "w", 30)
+    assert claimed is not None
+    assert await store.release(e.execution_id, claimed.attempt)
+    assert (await store.get(e.execution_id)).status is Status.QUEUED
+    assert not await store.release(e.execution_id, claimed.attempt)
+    assert await store.claim(e.execution_id, "w2", 30) is not None
+
+
+async def test_requeue_expired_only_touches_expired_leases(store: Store) -> None:
+    """Only RUNNING executions whose lease ended go back to QUEUED."""
+    short, long = new(), new()
+    await store.create(short)
+    await store.create(long)
+    await store.claim(short.execution_id, "w", 0.01)
+    await store.claim(long.execution_id, "w", 60)
+    await asyncio.sleep(0.05)
+    assert await store.requeue_expired(utcnow()) == [short.execution_id]
+    assert (await store.get(short.execution_id)).status is Status.QUEUED
+    assert (await store.get(long.execution_id)).status is Status.RUNNING
+
+
+async def test_queued_before_pages_through_waiting_executions(store: Store) -> None:
+    """queued_before lists QUEUED rows older than the cutoff, in id order, page by page."""
+    ids = []
+    for _ in range(5):
+        e = new()
+        await store.create(e)
+        ids.append(e.execution_id)
+    await store.claim(ids[0], "w", 30)
+    cutoff = utcnow() + timedelta(seconds=1)
+    first = await store.queued_before(cutoff, limit=2)
+    rest = await store.queued_before(cutoff, after=first[-1], limit=10)
+    assert first + rest == ids[1:]
+    assert await store.queued_before(utcnow() - timedelta(hours=1)) == []
+
+
+async def test_one_running_execution_per_thread(store: Store) -> None:
+    """While an execution of a thread runs, no other execution of that thread is claimed,
+    and the thread's executions run in submission order."""
+    first, second, other = new("t"), new("t"), new("u")
+    for e in (first, second, other):
+        await store.create(e)
+    assert await store.claim(second.execution_id, "w", 30) is None  # the older one goes first
+    claimed = await store.claim(first.execution_id, "w", 30)
+    assert claimed is not None
+    assert await store.claim(second.execution_id, "w", 30) is None  # thread busy
+    assert await store.claim(other.execution_id, "w", 30) is not None
+    assert await store.next_queued_on_thread("t") == second.execution_id
+    assert await store.finish(first.execution_id, 1, Outcome(Status.COMPLETED))
+    assert await store.claim(second.execution_id, "w", 30) is not None
+
+
+async def test_count_by_status_covers_every_status(store: Store) -> None:
+    """Counts name every status, zero included."""
+    for _ in range(3):
+        await store.create(new())
+    counts = await store.count_by_status()
+    assert set(counts) == set(Status)
+    assert counts[Status.QUEUED] == 3
+    assert sum(counts.values()) == 3

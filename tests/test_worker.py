@@ -1,0 +1,192 @@
+"""The worker against a real store and checkpointer: resume semantics (invariant 4),
+lease loss, and recovery of what a previous process left behind."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lg_deploy.core.checkpoint import open_checkpointer
+from lg_deploy.core.graphs import GraphRegistry
+from lg_deploy.core.ids import new_execution_id
+from lg_deploy.core.models import Execution, utcnow
+from lg_deploy.core.queue.memory import MemoryQueue
+from lg_deploy.core.states import Status
+from lg_deploy.core.store import Store
+from lg_deploy.worker.runner import Runner
+from lg_deploy.worker.service import WorkerService
+
+
+@pytest.fixture
+async def checkpointer(database_url: str) -> AsyncIterator[Any]:
+    async with open_checkpointer(database_url) as saver:
+        yield saver
+
+
+def runner_for(store: Store, registry: GraphRegistry, checkpointer: Any, **kw: Any) -> Runner:
+    options: dict[str, Any] = {"owner": "test-worker", "lease_s": 5.0, "default_timeout_s": 30.0}
+    options.update(kw)
+    return Runner(store, MemoryQueue(), registry, checkpointer, **options)
+
+
+async def add(store: Store, graph_id: str, input: Any, thread_id: str | None = None) -> Execution:
+    execution_id = new_execution_id()
+    execution = Execution(
+        execution_id=execution_id,
+        graph_id=graph_id,
+        thread_id=thread_id or str(execution_id),
+        input=input,
+    )
+    await store.create(execution)
+    return execution
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+async def wait_until(condition: Any, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_crash_before_first_checkpoint_restarts_from_the_original_input(
+    store: Store, registry: GraphRegistry, checkpointer: Any
+) -> None:
+    """On a thread with history, an execution that crashed before its first checkpoint
+    runs its own input, not "continue whatever the thread last did"."""
+    runner = runner_for(store, registry, checkpointer)
+    first = await add(store, "steps", {"text": "hi"}, thread_id="conv")
+    await runner.run(first.execution_id)
+    assert (await store.get(first.execution_id)).output["text"] == "HI!"
+
+    second = await add(store, "steps", {"text": "yo"}, thread_id="conv")
+    crashed = await store.claim(second.execution_id, "dead-worker", 0.01)
+    assert crashed is not None
+    await asyncio.sleep(0.05)
+    assert await store.requeue_expired(utcnow()) == [second.execution_id]
+
+    await runner.run(second.execution_id)
+    done = await store.get(second.execution_id)
+    assert done.status is Status.COMPLETED
+    assert done.attempt == 2
+    assert done.output["text"] == "YO!"
+    assert done.output["steps"] == ["upper", "exclaim", "upper", "exclaim"]
+
+
+async def test_crash_mid_run_resumes_from_the_last_checkpoint(
+    store: Store, registry: GraphRegistry, checkpointer: Any, tmp_path: Path
+) -> None:
+    """A run stopped after some steps continues from its checkpoint: no finished step
+    runs again."""
+    marker = tmp_path / "steps.txt"
+    execution = await add(
+        store, "slow", {"steps": 6, "sleep_s": 0.15, "marker_file": str(marker)}, "t"
+    )
+    first = runner_for(store, registry, checkpointer)
+    task = asyncio.create_task(first.run(execution.execution_id))
+    await wait_until(lambda: len(lines(marker)) >= 2)
+    task.cancel()  # the process stops: the attempt is handed back
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert (await store.get(execution.execution_id)).status is Status.QUEUED
+    done_before = len(lines(marker))
+
+    await runner_for(store, registry, checkpointer).run(execution.execution_id)
+    done = await store.get(execution.execution_id)
+    assert done.status is Status.COMPLETED
+    assert done.output["completed"] == [1, 2, 3, 4, 5, 6]
+    assert lines(marker) == [str(i) for i in range(1, 7)]
+    assert done_before >= 2
+
+
+async def test_a_worker_that_lost_its_lease_stops_and_writes_nothing(
+    store: Store, registry: GraphRegistry, checkpointer: Any, tmp_path: Path
+) -> None:
+    """When the lease is taken away, the graph stops at the next heartbeat and the
+    worker records nothing."""
+    marker = tmp_path / "steps.txt"
+    execution = await add(store, "slow", {"steps": 50, "sleep_s": 0.05, "marker_file": str(marker)})
+    runner = runner_for(store, registry, checkpointer, lease_s=0.3)
+    task = asyncio.create_task(runner.run(execution.execution_id))
+    await wait_until(lambda: len(lines(marker)) >= 1)
+    # Another reconciler decided this lease was dead: the row is QUEUED again.
+    assert await store.requeue_expired(utcnow() + timedelta(hours=1)) == [execution.execution_id]
+    await asyncio.wait_for(task, timeout=5)
+    steps = len(lines(marker))
+    await asyncio.sleep(0.3)
+    assert len(lines(marker)) == steps < 50
+    record = await store.get(execution.execution_id)
+    assert record.status is Status.QUEUED
+    assert record.output is None and record.error is None
+
+
+async def test_start_up_recovers_queued_and_orphaned_running_executions(
+    store: Store, registry: GraphRegistry, checkpointer: Any
+) -> None:
+    """A new one-process worker finishes what the last process left QUEUED or RUNNING."""
+    queued = await add(store, "steps", {"text": "a"})
+    orphan = await add(store, "steps", {"text": "b"})
+    assert await store.claim(orphan.execution_id, "previous-process", 3600) is not None
+    worker = WorkerService(store, MemoryQueue(), registry, checkpointer, lease_s=5)
+    await worker.start(orphans_are_mine=True)
+    try:
+        await _wait_completed(store, [queued.execution_id, orphan.execution_id])
+    finally:
+        await worker.stop()
+    assert (await store.get(orphan.execution_id)).attempt == 2
+
+
+async def _wait_completed(store: Store, ids: list[Any], timeout: float = 10) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        statuses = [(await store.get(i)).status for i in ids]
+        if all(s is Status.COMPLETED for s in statuses):
+            return
+        assert loop.time() < deadline, statuses
+        await asyncio.sleep(0.02)
+
+
+async def test_reconciler_requeues_an_expired_lease_of_another_worker(
+    store: Store, registry: GraphRegistry, checkpointer: Any
+) -> None:
+    """A RUNNING execution whose worker vanished is run again once its lease expires,
+    without the start-up shortcut."""
+    orphan = await add(store, "steps", {"text": "c"})
+    assert await store.claim(orphan.execution_id, "vanished", 0.5) is not None
+    worker = WorkerService(
+        store, MemoryQueue(), registry, checkpointer, lease_s=5, reconcile_interval_s=0.2
+    )
+    await worker.start()
+    try:
+        await _wait_completed(store, [orphan.execution_id])
+    finally:
+        await worker.stop()
+
+
+async def test_stop_hands_running_executions_back(
+    store: Store, registry: GraphRegistry, checkpointer: Any
+) -> None:
+    """Stopping with no drain time hands a running execution back to QUEUED."""
+    execution = await add(store, "slow", {"steps": 20, "sleep_s": 0.1})
+    worker = WorkerService(store, MemoryQueue(), registry, checkpointer, lease_s=5)
+    await worker.start()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while (await store.get(execution.execution_id)).status is not Status.RUNNING:
+        assert loop.time() < deadline
+        await asyncio.sleep(0.02)
+    await worker.stop(drain_s=0)
+    record = await store.get(execution.execution_id)
+    assert record.status is Status.QUEUED
+    assert record.lease_owner is None

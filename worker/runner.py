@@ -1,0 +1,262 @@
+"""Run one execution: claim it, run its graph under a lease, record what happened.
+
+The input the graph gets follows DESIGN invariant 4. Checkpoints carry the execution id
+in their metadata; when the thread's newest checkpoint is this execution's, the graph
+continues from it (``None``, or ``Command(resume=...)`` while an interrupt waits for
+the value given to /resume); otherwise this execution has not checkpointed yet and
+starts from its original input, whatever the thread did before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import traceback
+import uuid
+from dataclasses import dataclass
+from typing import Any, cast
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.pregel import Pregel
+from langgraph.types import Command
+
+from lg_deploy.core.errors import BackendUnavailable
+from lg_deploy.core.graphs import GraphRegistry
+from lg_deploy.core.jsonable import to_jsonable
+from lg_deploy.core.models import Execution
+from lg_deploy.core.queue import Queue
+from lg_deploy.core.states import Status
+from lg_deploy.core.store import Outcome, Store
+
+log = logging.getLogger("lg_deploy.worker")
+
+EXECUTION_ID_KEY = "lg_deploy_execution_id"
+
+
+class StopReason:
+    LEASE_LOST = "lease lost"
+    CANCELLED = "cancelled"
+    SHUTDOWN = "shutdown"
+
+
+@dataclass
+class _Attempt:
+    execution: Execution
+    task: asyncio.Task[Outcome]
+    stop_reason: str | None = None
+
+
+class Runner:
+    """Runs executions for one worker; ``run`` is the queue's handler and never raises."""
+
+    def __init__(
+        self,
+        store: Store,
+        queue: Queue,
+        registry: GraphRegistry,
+        checkpointer: BaseCheckpointSaver,
+        *,
+        owner: str,
+        lease_s: float,
+        default_timeout_s: float,
+    ) -> None:
+        self.store = store
+        self.queue = queue
+        self.registry = registry
+        self.checkpointer = checkpointer
+        self.owner = owner
+        self.lease_s = lease_s
+        self.default_timeout_s = default_timeout_s
+        self.attempts: dict[uuid.UUID, _Attempt] = {}
+
+    async def run(self, execution_id: uuid.UUID) -> None:
+        try:
+            execution = await self.store.claim(execution_id, self.owner, self.lease_s)
+        except BackendUnavailable as exc:
+            # The reconciler delivers it again once the database is back.
+            log.warning("cannot claim %s: %s", execution_id, exc)
+            return
+        if execution is None:
+            return  # not QUEUED any more, or its thread is busy: someone else has it
+        log.info(
+            "execution %s (graph %s) attempt %d started",
+            execution_id,
+            execution.graph_id,
+            execution.attempt,
+        )
+        attempt = _Attempt(execution, asyncio.create_task(self._execute(execution)))
+        self.attempts[execution_id] = attempt
+        heartbeat = asyncio.create_task(self._heartbeat(attempt))
+        outcome: Outcome | None = None
+        try:
+            outcome = await asyncio.shield(attempt.task)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is None or not current.cancelling():
+                pass  # the graph was stopped (lease lost, cancelled, shutdown)
+            else:
+                # This handler itself was cancelled (the process is stopping): hand it back.
+                attempt.stop_reason = attempt.stop_reason or StopReason.SHUTDOWN
+                attempt.task.cancel()
+                with contextlib.suppress(BaseException):
+                    await attempt.task
+                await self._settle(attempt, None)
+                raise
+        finally:
+            heartbeat.cancel()
+            self.attempts.pop(execution_id, None)
+        await self._settle(attempt, outcome)
+
+    def stop(self, execution_id: uuid.UUID, reason: str) -> bool:
+        """Stop the graph of ``execution_id`` if it runs here; True when it did."""
+        attempt = self.attempts.get(execution_id)
+        if attempt is None or attempt.task.done():
+            return False
+        attempt.stop_reason = attempt.stop_reason or reason
+        attempt.task.cancel()
+        return True
+
+    def stop_all(self, reason: str) -> None:
+        for execution_id in list(self.attempts):
+            self.stop(execution_id, reason)
+
+    async def _settle(self, attempt: _Attempt, outcome: Outcome | None) -> None:
+        """Write what the attempt ended with, fenced on its attempt number."""
+        execution = attempt.execution
+        eid, number = execution.execution_id, execution.attempt
+        try:
+            if attempt.stop_reason == StopReason.SHUTDOWN:
+                if await self.store.release(eid, number):
+                    log.info("execution %s handed back to the queue", eid)
+                return
+            if outcome is None:
+                log.info("execution %s attempt %d stopped: %s", eid, number, attempt.stop_reason)
+                return
+            if await self.store.finish(eid, number, outcome):
+                log.info("execution %s attempt %d %s", eid, number, outcome.status)
+            else:
+                log.warning(
+                    "execution %s attempt %d finished as %s but lost its lease: result dropped",
+                    eid,
+                    number,
+                    outcome.status,
+                )
+            next_id = await self.store.next_queued_on_thread(execution.thread_id)
+            if next_id is not None:
+                await self.queue.enqueue(next_id)
+        except BackendUnavailable as exc:
+            # Nothing written: the lease expires and the reconciler runs it again.
+            log.warning("execution %s: cannot record the result: %s", eid, exc)
+
+    async def _heartbeat(self, attempt: _Attempt) -> None:
+        """Renew the lease every third of its length; stop the graph when it is lost."""
+        execution = attempt.execution
+        interval = self.lease_s / 3
+        renewed_at = time.monotonic()
+        while not attempt.task.done():
+            await asyncio.sleep(interval)
+            try:
+                held = await self.store.heartbeat(
+                    execution.execution_id, execution.attempt, self.lease_s
+                )
+            except BackendUnavailable as exc:
+                log.warning("execution %s: heartbeat failed: %s", execution.execution_id, exc)
+                held = time.monotonic() - renewed_at < self.lease_s
+            else:
+                renewed_at = time.monotonic() if held else renewed_at
+            if not held:
+                self.stop(execution.execution_id, StopReason.LEASE_LOST)
+                return
+
+    async def _execute(self, execution: Execution) -> Outcome:
+        """Run the graph once and say how it ended; exceptions become FAILED outcomes."""
+        timeout_s = execution.timeout_s or self.default_timeout_s
+        deadline = asyncio.timeout(timeout_s)
+        try:
+            async with deadline:
+                return await self._invoke(execution)
+        except TimeoutError as exc:
+            if deadline.expired():
+                return Outcome(
+                    Status.FAILED,
+                    error={
+                        "type": "timeout",
+                        "message": f"the execution ran past its time limit of {timeout_s:g} s",
+                    },
+                )
+            return _failure(execution, exc)
+        except Exception as exc:
+            return _failure(execution, exc)
+
+    async def _invoke(self, execution: Execution) -> Outcome:
+        config = graph_config(execution)
+        graph = await self.registry.build(execution.graph_id, config, self.checkpointer)
+        graph_input = await choose_input(graph, config, execution)
+        if isinstance(graph_input, _Refusal):
+            return Outcome(Status.FAILED, error=graph_input.error)
+        result = await graph.ainvoke(graph_input, config)
+        snapshot = await graph.aget_state(config)
+        output = to_jsonable(
+            {k: v for k, v in result.items() if k != "__interrupt__"}
+            if isinstance(result, dict)
+            else result
+        )
+        if snapshot.next:
+            interrupts = [{"id": i.id, "value": to_jsonable(i.value)} for i in snapshot.interrupts]
+            return Outcome(Status.INTERRUPTED, output=output, interrupts=interrupts)
+        return Outcome(Status.COMPLETED, output=output)
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    error: dict[str, str]
+
+
+def graph_config(execution: Execution) -> RunnableConfig:
+    """The RunnableConfig of an execution: its own config, its thread, its id in metadata."""
+    config: dict[str, Any] = dict(execution.config or {})
+    configurable = dict(config.get("configurable") or {})
+    configurable["thread_id"] = execution.thread_id
+    metadata = dict(config.get("metadata") or {})
+    metadata[EXECUTION_ID_KEY] = str(execution.execution_id)
+    config["configurable"] = configurable
+    config["metadata"] = metadata
+    return cast(RunnableConfig, config)
+
+
+async def choose_input(graph: Pregel, config: RunnableConfig, execution: Execution) -> Any:
+    """Fresh input, ``None`` (continue) or ``Command(resume=...)``: see the module doc."""
+    snapshot = await graph.aget_state(config)
+    mine = (snapshot.metadata or {}).get(EXECUTION_ID_KEY) == str(execution.execution_id)
+    if not mine:
+        if execution.has_resume:
+            return _Refusal(
+                {
+                    "type": "resume_conflict",
+                    "message": "the thread ran another execution since this one was "
+                    "interrupted, so the interrupt can no longer be resumed",
+                }
+            )
+        return execution.input
+    if execution.has_resume and snapshot.interrupts:
+        return Command(resume=execution.resume)
+    return None
+
+
+def _failure(execution: Execution, exc: BaseException) -> Outcome:
+    log.warning(
+        "execution %s attempt %d failed: %s: %s",
+        execution.execution_id,
+        execution.attempt,
+        type(exc).__name__,
+        exc,
+        exc_info=exc,
+    )
+    return Outcome(
+        Status.FAILED,
+        error={"type": type(exc).__name__, "message": str(exc)},
+        traceback="".join(traceback.format_exception(exc)),
+    )
