@@ -37,6 +37,7 @@ async def open_checkpointer(url: str, *, pool_size: int = 10) -> AsyncIterator[B
         ensure_sqlite_dir(url)
         async with aiosqlite.connect(sqlite_path(url)) as conn:
             await conn.execute("PRAGMA journal_mode=WAL")
+            await conn.execute("PRAGMA synchronous=NORMAL")
             await conn.execute("PRAGMA busy_timeout=10000")
             saver = AsyncSqliteSaver(conn)
             await saver.setup()

@@ -33,6 +33,30 @@ T = Execution.__table__  # type: ignore[attr-defined]
 C = T.c
 
 
+def _claim_statement() -> sa.Update:
+    """QUEUED -> RUNNING for ``:claim_id``, unless an older execution of the same thread
+    is still queued (a thread's executions run in submission order). Built once: the
+    aliases are costly to make per call."""
+    me, earlier = T.alias("me"), T.alias("earlier")
+    claim_id = sa.bindparam("claim_id", type_=sa.Uuid())
+    older_queued_on_thread = (
+        sa.select(earlier.c.execution_id)
+        .where(earlier.c.thread_id == me.c.thread_id)
+        .where(earlier.c.status == Status.QUEUED.value)
+        .where(earlier.c.execution_id < me.c.execution_id)
+        .where(me.c.execution_id == claim_id)
+    )
+    return (
+        T.update()
+        .where(C.execution_id == claim_id)
+        .where(C.status == Status.QUEUED.value)
+        .where(~sa.exists(older_queued_on_thread))
+    )
+
+
+_CLAIM = _claim_statement()
+
+
 def request_hash(body: Mapping[str, Any]) -> str:
     """A stable digest of a request body, to tell idempotent retries from key re-use."""
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
@@ -189,34 +213,17 @@ class SQLStore:
 
     async def claim(self, execution_id: uuid.UUID, owner: str, lease_s: float) -> Execution | None:
         now = utcnow()
-        me = T.alias("me")
-        earlier = T.alias("earlier")
-        # FIFO per thread: an execution waits while an older one on its thread is queued.
-        older_queued_on_thread = (
-            sa.select(earlier.c.execution_id)
-            .where(earlier.c.thread_id == me.c.thread_id)
-            .where(earlier.c.status == Status.QUEUED.value)
-            .where(earlier.c.execution_id < me.c.execution_id)
-            .where(me.c.execution_id == execution_id)
-        )
-        stmt = (
-            T.update()
-            .where(C.execution_id == execution_id)
-            .where(C.status == Status.QUEUED.value)
-            .where(~sa.exists(older_queued_on_thread))
-            .values(
-                status=Status.RUNNING.value,
-                attempt=C.attempt + 1,
-                lease_owner=owner,
-                lease_expires_at=now + timedelta(seconds=lease_s),
-                started_at=sa.func.coalesce(C.started_at, now),
-                updated_at=now,
-            )
-            .returning(*T.c)
-        )
+        stmt = _CLAIM.values(
+            status=Status.RUNNING.value,
+            attempt=C.attempt + 1,
+            lease_owner=owner,
+            lease_expires_at=now + timedelta(seconds=lease_s),
+            started_at=sa.func.coalesce(C.started_at, now),
+            updated_at=now,
+        ).returning(*T.c)
         try:
             async with self._begin() as conn:
-                row = (await conn.execute(stmt)).first()
+                row = (await conn.execute(stmt, {"claim_id": execution_id})).first()
         except sa.exc.IntegrityError:
             return None  # another execution of this thread is RUNNING (invariant 5)
         return None if row is None else _row_to_execution(row)
