@@ -99,14 +99,18 @@ async def test_crash_mid_run_resumes_from_the_last_checkpoint(
     with contextlib.suppress(asyncio.CancelledError):
         await task
     assert (await store.get(execution.execution_id)).status is Status.QUEUED
-    done_before = len(lines(marker))
+    before = lines(marker)
 
     await runner_for(store, registry, checkpointer).run(execution.execution_id)
     done = await store.get(execution.execution_id)
     assert done.status is Status.COMPLETED
     assert done.output["completed"] == [1, 2, 3, 4, 5, 6]
-    assert lines(marker) == [str(i) for i in range(1, 7)]
-    assert done_before >= 2
+    # Each step ran once, except that the step in flight when it stopped may run again.
+    after = lines(marker)
+    assert sorted(set(after), key=int) == [str(i) for i in range(1, 7)]
+    repeated = [step for step in set(after) if after.count(step) > 1]
+    assert repeated in ([], [before[-1]]), after
+    assert len(before) >= 2
 
 
 async def test_a_worker_that_lost_its_lease_stops_and_writes_nothing(
