@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from lg_deploy.api import errors
+from lg_deploy.api.auth import ApiKeys
 from lg_deploy.api.limits import BodyLimit
 from lg_deploy.api.routes import router
 from lg_deploy.api.runtime import open_runtime
@@ -46,4 +47,16 @@ def create_app(
     errors.install(app)
     app.include_router(router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    if keys := settings.api_key_set():
+        app.add_middleware(ApiKeys, keys=keys)  # outermost: checked before the body is read
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The API of one ``lg-deploy api`` server process, configured from the environment."""
+    from lg_deploy.api.cli import setup_logging
+    from lg_deploy.core.graphs import find_config, load_registry
+
+    settings = Settings()
+    setup_logging(settings.log_level)
+    return create_app(settings, load_registry(find_config(settings.config)))

@@ -1,5 +1,10 @@
-"""The ``lg-deploy`` command: ``dev`` runs everything in one process; ``migrate`` brings a
-database's schema up to date."""
+"""The ``lg-deploy`` command.
+
+- ``dev``: API, queue and worker in one process, on SQLite by default.
+- ``api``: the API server of a fleet (uvicorn, several processes allowed).
+- ``worker``: a worker of a fleet (ARQ on Redis).
+- ``migrate``: bring a database's schema up to date.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +36,8 @@ def setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    # Alembic announces every plugin it loads at INFO.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 def cmd_dev(settings: Settings) -> int:
@@ -61,6 +68,88 @@ def cmd_dev(settings: Settings) -> int:
     return 0
 
 
+class ConfigurationError(LgDeployError):
+    """The deployment cannot start as configured."""
+
+
+def _describe_backends(settings: Settings) -> None:
+    log.info("database: %s", mask_url(settings.resolved_database_url()))
+    log.info("queue: %s (%s)", mask_url(settings.queue_url), settings.queue_name)
+
+
+async def _preflight(settings: Settings) -> None:
+    """Refuse to start on a wrong URL, an unreachable backend (after the start-up retry)
+    or a database that was not migrated."""
+    from lg_deploy.api.runtime import wait_for_backends
+    from lg_deploy.core.queue import open_queue
+    from lg_deploy.core.store import open_store
+    from lg_deploy.core.store.migrate import schema_is_current
+
+    url = settings.resolved_database_url()
+    store = open_store(url)
+    queue = open_queue(settings.queue_url, name=settings.queue_name)
+    try:
+        await wait_for_backends(store, queue, settings.startup_timeout_s)
+    finally:
+        await queue.close()
+        await store.close()
+    if not await schema_is_current(url):
+        raise ConfigurationError(
+            "the database schema is not up to date: run `lg-deploy migrate` first"
+        )
+
+
+def cmd_api(settings: Settings) -> int:
+    import os
+
+    import uvicorn
+
+    from lg_deploy.core.graphs import find_config, load_registry
+
+    config = find_config(settings.config)
+    registry = load_registry(config)
+    log.info("graphs: %s (from %s)", ", ".join(registry.graphs), registry.path)
+    _describe_backends(settings)
+    asyncio.run(_preflight(settings))
+    # Each server process builds its app from the environment: pass the flags on.
+    os.environ["LG_DEPLOY_CONFIG"] = str(config)
+    os.environ["LG_DEPLOY_DATABASE_URL"] = settings.resolved_database_url()
+    log.info(
+        "API on http://%s:%d with %d process(es)",
+        settings.host,
+        settings.port,
+        settings.api_workers,
+    )
+    uvicorn.run(
+        "lg_deploy.api.app:app_from_environment",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.api_workers,
+        log_level=settings.log_level.lower(),
+        log_config=None,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def cmd_worker(settings: Settings) -> int:
+    from lg_deploy.core.graphs import find_config, load_registry
+    from lg_deploy.worker.main import run_worker
+
+    if settings.queue_url.startswith("memory://"):
+        raise ConfigurationError(
+            "lg-deploy worker serves a shared queue: set LG_DEPLOY_QUEUE_URL=redis://... "
+            "(for one process, use lg-deploy dev)"
+        )
+    registry = load_registry(find_config(settings.config))
+    log.info("graphs: %s (from %s)", ", ".join(registry.graphs), registry.path)
+    _describe_backends(settings)
+    asyncio.run(_preflight(settings))
+    asyncio.run(run_worker(settings, registry))
+    return 0
+
+
 def cmd_migrate(settings: Settings) -> int:
     from lg_deploy.core.store.migrate import migrate
 
@@ -81,6 +170,16 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     dev.add_argument("--port", type=int, help="port to listen on (default 8000)")
     dev.add_argument("--database-url", help="override LG_DEPLOY_DATABASE_URL")
+    api = sub.add_parser("api", help="the API server of a fleet")
+    api.add_argument("--config", help="path to langgraph.json (default ./langgraph.json)")
+    api.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    api.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    api.add_argument("--workers", type=int, dest="api_workers", help="server processes")
+    worker = sub.add_parser("worker", help="a worker of a fleet (needs a redis:// queue)")
+    worker.add_argument("--config", help="path to langgraph.json (default ./langgraph.json)")
+    worker.add_argument(
+        "--concurrency", type=int, dest="worker_concurrency", help="executions at once"
+    )
     sub.add_parser("migrate", help="create or upgrade the database schema")
     return parser
 
@@ -89,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     overrides = {
         key: value
-        for key in ("config", "host", "port", "database_url")
+        for key in ("config", "host", "port", "database_url", "api_workers", "worker_concurrency")
         if (value := getattr(args, key, None)) is not None
     }
     try:
@@ -98,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lg-deploy: invalid configuration: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level)
-    commands = {"dev": cmd_dev, "migrate": cmd_migrate}
+    commands = {"dev": cmd_dev, "api": cmd_api, "worker": cmd_worker, "migrate": cmd_migrate}
     try:
         return commands[args.command](settings)
     except LgDeployError as exc:

@@ -22,10 +22,12 @@ from lg_deploy.api.schemas import (
     Health,
     ResumeRequest,
 )
-from lg_deploy.core.errors import BackendUnavailable, NotFound
+from lg_deploy.core.errors import BackendUnavailable, NotFound, QueueFull
 from lg_deploy.core.ids import new_execution_id
 from lg_deploy.core.models import Execution
+from lg_deploy.core.queue import Queue
 from lg_deploy.core.states import TERMINAL, Status
+from lg_deploy.core.store import Store
 from lg_deploy.core.store.sql import request_hash
 
 log = logging.getLogger("lg_deploy.api")
@@ -51,7 +53,7 @@ def _location(execution_id: uuid.UUID) -> dict[str, str]:
     "/execute",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=ExecutionOut,
-    responses=responses(400, 409, 413, 422, 429, 503),
+    responses=responses(400, 401, 409, 413, 422, 429, 503),
     summary="Submit an execution of a graph",
     tags=["executions"],
 )
@@ -60,6 +62,7 @@ async def execute(
     store: StoreDep,
     queue: QueueDep,
     registry: RegistryDep,
+    settings: SettingsDep,
     response: Response,
     idempotency_key: Annotated[
         str | None,
@@ -72,6 +75,7 @@ async def execute(
     """Write the execution, enqueue its id and answer at once, without waiting for the graph."""
     if body.graph_id not in registry:
         raise UnknownGraph(body.graph_id, sorted(registry.graphs))
+    await _check_backpressure(queue, store, settings.max_queue_depth)
     execution_id = new_execution_id()
     execution = Execution(
         execution_id=execution_id,
@@ -81,24 +85,46 @@ async def execute(
         config=body.config or {},
         meta=body.metadata or {},
         timeout_s=body.timeout_s,
+        max_attempts=body.max_attempts or settings.max_attempts,
         idempotency_key=idempotency_key,
         request_hash=request_hash(body.model_dump()) if idempotency_key else None,
     )
     # The row is committed before the id is enqueued (invariant 2): a crash in between
     # leaves a QUEUED row that the reconciler enqueues.
-    execution, created = await store.create(execution)
+    execution, created = await store.create(
+        execution, reject_if_thread_busy=body.multitask_strategy == "reject"
+    )
     if created:
-        await queue.enqueue(execution.execution_id)
+        try:
+            await queue.enqueue(execution.execution_id)
+        except BackendUnavailable as exc:
+            # Accepted all the same: the row is committed, and the workers' reconciler
+            # enqueues QUEUED executions that are not moving once the queue is back.
+            log.warning("execution %s accepted; enqueue deferred: %s", execution_id, exc)
+            response.headers["Enqueue-Deferred"] = "true"
     else:
         response.headers["Idempotent-Replayed"] = "true"
     response.headers.update(_location(execution.execution_id))
     return ExecutionOut.of(execution)
 
 
+async def _check_backpressure(queue: Queue, store: Store, limit: int) -> None:
+    """429 while the queue holds ``limit`` executions or more. When the queue cannot be
+    asked, the store's count of QUEUED executions stands in for it."""
+    if limit <= 0:
+        return
+    try:
+        depth = await queue.depth()
+    except BackendUnavailable:
+        depth = (await store.count_by_status())[Status.QUEUED]
+    if depth >= limit:
+        raise QueueFull(depth, limit)
+
+
 @router.get(
     "/executions",
     response_model=ExecutionPage,
-    responses=responses(422, 503),
+    responses=responses(401, 422, 503),
     summary="List executions, newest first",
     tags=["executions"],
 )
@@ -123,7 +149,7 @@ async def list_executions(
 @router.get(
     "/executions/{execution_id}",
     response_model=ExecutionOut,
-    responses=responses(404, 503),
+    responses=responses(401, 404, 503),
     summary="Read an execution",
     tags=["executions"],
 )
@@ -134,7 +160,7 @@ async def get_execution(execution_id: str, store: StoreDep) -> ExecutionOut:
 @router.get(
     "/executions/{execution_id}/wait",
     response_model=ExecutionOut,
-    responses=responses(404, 422, 503),
+    responses=responses(401, 404, 422, 503),
     summary="Wait until an execution is terminal or interrupted, or the timeout passes",
     tags=["executions"],
 )
@@ -162,7 +188,7 @@ async def wait_execution(
 @router.post(
     "/executions/{execution_id}/cancel",
     response_model=ExecutionOut,
-    responses=responses(404, 409, 503),
+    responses=responses(401, 404, 409, 503),
     summary="Cancel a queued, running or interrupted execution",
     tags=["executions"],
 )
@@ -179,7 +205,7 @@ async def cancel_execution(execution_id: str, store: StoreDep, queue: QueueDep) 
     "/executions/{execution_id}/resume",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=ExecutionOut,
-    responses=responses(400, 404, 409, 422, 503),
+    responses=responses(401, 400, 404, 409, 422, 503),
     summary="Resume an interrupted execution with a value",
     tags=["executions"],
 )
@@ -193,7 +219,10 @@ async def resume_execution(
     """INTERRUPTED -> QUEUED; the graph continues from its checkpoint, and the paused
     ``interrupt()`` returns ``resume``."""
     execution = await store.resume(_parse_id(execution_id), body.resume)
-    await queue.enqueue(execution.execution_id, attempt=execution.attempt)
+    try:
+        await queue.enqueue(execution.execution_id, attempt=execution.attempt)
+    except BackendUnavailable as exc:  # the reconciler enqueues it once the queue is back
+        log.warning("execution %s resumed; enqueue deferred: %s", execution.execution_id, exc)
     response.headers.update(_location(execution.execution_id))
     return ExecutionOut.of(execution)
 
@@ -201,6 +230,7 @@ async def resume_execution(
 @router.get(
     "/graphs",
     response_model=list[GraphOut],
+    responses=responses(401),
     summary="The graphs this deployment serves",
     tags=["graphs"],
 )

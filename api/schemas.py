@@ -35,6 +35,17 @@ class ExecuteRequest(BaseModel):
         le=MAX_TIMEOUT_S,
         description="Time limit of each attempt in seconds (default: the server's).",
     )
+    max_attempts: int | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        description="Attempts for a retryable failure, the first included (default: the server's).",
+    )
+    multitask_strategy: Literal["enqueue", "reject"] = Field(
+        default="enqueue",
+        description="When the thread already has a queued or running execution: wait behind "
+        "it (enqueue) or answer 409 thread_busy (reject).",
+    )
 
 
 class ResumeRequest(BaseModel):
@@ -53,6 +64,13 @@ class Interrupt(BaseModel):
     value: Any
 
 
+class AttemptError(BaseModel):
+    attempt: int
+    type: str
+    message: str
+    at: datetime
+
+
 class ExecutionOut(BaseModel):
     execution_id: uuid.UUID
     graph_id: str
@@ -66,7 +84,11 @@ class ExecutionOut(BaseModel):
     )
     config: dict[str, Any]
     metadata: dict[str, Any]
-    attempts: int = Field(description="How many times a worker started this execution.")
+    attempts: int = Field(
+        description="Attempts used: starts by a worker, not counting hand-backs at shutdown."
+    )
+    max_attempts: int
+    attempt_errors: list[AttemptError] = Field(description="The error of each failed attempt.")
     timeout_s: float | None
     created_at: datetime
     updated_at: datetime
@@ -88,7 +110,9 @@ class ExecutionOut(BaseModel):
             else None,
             config=execution.config,
             metadata=execution.meta,
-            attempts=execution.attempt,
+            attempts=execution.attempts_used,
+            max_attempts=execution.max_attempts,
+            attempt_errors=[AttemptError.model_validate(e) for e in execution.attempt_errors],
             timeout_s=execution.timeout_s,
             created_at=execution.created_at,
             updated_at=execution.updated_at,

@@ -4,7 +4,8 @@ The record is shaped so that a LangGraph-Platform-style runs API maps onto it: a
 execution is a run of ``graph_id`` (the assistant) on ``thread_id``, with ``input``,
 ``config``, ``metadata`` and a status. The lease columns (``lease_owner``,
 ``lease_expires_at``) and ``attempt`` belong to the worker that holds it; ``attempt``
-is also the fencing token every worker write is conditioned on.
+is also the fencing token every worker write is conditioned on. The attempts an
+execution has used are ``attempt - handbacks``.
 """
 
 from __future__ import annotations
@@ -87,7 +88,15 @@ class Execution(SQLModel, table=True):
     resume: Any = Field(default=None, sa_type=JSONType, nullable=True)
     has_resume: bool = Field(default=False)
     timeout_s: float | None = Field(default=None)
+    # Claims so far: the fencing token of the current attempt.
     attempt: int = Field(default=0)
+    # Attempts handed back unfinished (graceful shutdown): they consume no retry budget.
+    handbacks: int = Field(default=0)
+    max_attempts: int = Field(default=1)
+    # A retry waits until then; no worker claims the execution before it.
+    not_before: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # One entry per failed attempt: {attempt, type, message, at}.
+    attempt_errors: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSONType)
     lease_owner: str | None = Field(default=None, max_length=200)
     lease_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     idempotency_key: str | None = Field(default=None, max_length=200, unique=True)
@@ -96,3 +105,7 @@ class Execution(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+    @property
+    def attempts_used(self) -> int:
+        return self.attempt - self.handbacks

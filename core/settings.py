@@ -33,13 +33,53 @@ class Settings(BaseSettings):
         default=3600.0, gt=0, description="Default per-attempt time limit of an execution."
     )
     lease_s: float = Field(
-        default=30.0, gt=0, description="How long a worker's claim lasts without a heartbeat."
+        default=15.0, gt=0, description="How long a worker's claim lasts without a heartbeat."
     )
     reconcile_interval_s: float = Field(
-        default=10.0, gt=0, description="How often workers look for stranded executions."
+        default=5.0, gt=0, description="How often workers look for stranded executions."
     )
     max_body_bytes: int = Field(
         default=1024 * 1024, gt=0, description="Largest request body the API accepts."
+    )
+    queue_name: str = Field(
+        default="lg-deploy:queue", description="Redis key of the queue (one per deployment)."
+    )
+    queue_poll_s: float = Field(
+        default=0.05, gt=0, description="How often an idle worker looks for new work (Redis)."
+    )
+    max_queue_depth: int = Field(
+        default=10000,
+        ge=0,
+        description="POST /execute answers 429 while the queue holds more (0: no limit).",
+    )
+    drain_s: float = Field(
+        default=20.0,
+        ge=0,
+        description="On SIGTERM, how long running executions may finish before being "
+        "handed back. Keep it under the pod's terminationGracePeriodSeconds.",
+    )
+    max_attempts: int = Field(
+        default=3, ge=1, description="Attempts of a retryable failure, the first included."
+    )
+    retry_on: str = Field(
+        default="",
+        description="Comma-separated error types to retry (e.g. timeout,ConnectionError); "
+        "exceptions with retryable = True are retried too.",
+    )
+    retry_backoff_s: float = Field(
+        default=1.0, ge=0, description="Wait before the first retry; doubles each time."
+    )
+    retry_backoff_max_s: float = Field(default=60.0, ge=0, description="Longest retry wait.")
+    api_keys: str = Field(
+        default="",
+        description="Comma-separated keys; when set, every route but /healthz, /readyz and "
+        "/metrics needs one (Authorization: Bearer or X-Api-Key).",
+    )
+    api_workers: int = Field(default=1, ge=1, description="API server processes (lg-deploy api).")
+    startup_timeout_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="How long lg-deploy api / worker retry an unreachable backend at start-up.",
     )
     ready_timeout_s: float = Field(
         default=2.0, gt=0, description="How long /readyz waits for each backend."
@@ -48,3 +88,9 @@ class Settings(BaseSettings):
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{DEFAULT_DATA_DIR}/lg-deploy.db"
+
+    def api_key_set(self) -> frozenset[str]:
+        return frozenset(k.strip() for k in self.api_keys.split(",") if k.strip())
+
+    def retry_on_set(self) -> frozenset[str]:
+        return frozenset(t.strip() for t in self.retry_on.split(",") if t.strip())

@@ -125,7 +125,7 @@ async def test_writes_are_fenced_on_the_attempt(store: Store) -> None:
     first = await store.claim(e.execution_id, "zombie", 0.01)
     assert first is not None
     await asyncio.sleep(0.05)
-    assert await store.requeue_expired(utcnow()) == [e.execution_id]
+    assert [w.execution_id for w in await store.requeue_expired(utcnow())] == [e.execution_id]
     second = await store.claim(e.execution_id, "healthy", 30)
     assert second is not None and second.attempt == 2
     assert not await store.heartbeat(e.execution_id, first.attempt, 30)
@@ -231,7 +231,7 @@ async def test_requeue_expired_only_touches_expired_leases(store: Store) -> None
     await store.claim(short.execution_id, "w", 0.01)
     await store.claim(long.execution_id, "w", 60)
     await asyncio.sleep(0.05)
-    assert await store.requeue_expired(utcnow()) == [short.execution_id]
+    assert [w.execution_id for w in await store.requeue_expired(utcnow())] == [short.execution_id]
     assert (await store.get(short.execution_id)).status is Status.QUEUED
     assert (await store.get(long.execution_id)).status is Status.RUNNING
 
@@ -246,8 +246,8 @@ async def test_queued_before_pages_through_waiting_executions(store: Store) -> N
     await store.claim(ids[0], "w", 30)
     cutoff = utcnow() + timedelta(seconds=1)
     first = await store.queued_before(cutoff, limit=2)
-    rest = await store.queued_before(cutoff, after=first[-1], limit=10)
-    assert first + rest == ids[1:]
+    rest = await store.queued_before(cutoff, after=first[-1].execution_id, limit=10)
+    assert [w.execution_id for w in first + rest] == ids[1:]
     assert await store.queued_before(utcnow() - timedelta(hours=1)) == []
 
 
@@ -262,7 +262,8 @@ async def test_one_running_execution_per_thread(store: Store) -> None:
     assert claimed is not None
     assert await store.claim(second.execution_id, "w", 30) is None  # thread busy
     assert await store.claim(other.execution_id, "w", 30) is not None
-    assert await store.next_queued_on_thread("t") == second.execution_id
+    waiting = await store.next_queued_on_thread("t")
+    assert waiting is not None and waiting.execution_id == second.execution_id
     assert await store.finish(first.execution_id, 1, Outcome(Status.COMPLETED))
     assert await store.claim(second.execution_id, "w", 30) is not None
 

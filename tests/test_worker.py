@@ -73,7 +73,7 @@ async def test_crash_before_first_checkpoint_restarts_from_the_original_input(
     crashed = await store.claim(second.execution_id, "dead-worker", 0.01)
     assert crashed is not None
     await asyncio.sleep(0.05)
-    assert await store.requeue_expired(utcnow()) == [second.execution_id]
+    assert [w.execution_id for w in await store.requeue_expired(utcnow())] == [second.execution_id]
 
     await runner.run(second.execution_id)
     done = await store.get(second.execution_id)
@@ -124,7 +124,8 @@ async def test_a_worker_that_lost_its_lease_stops_and_writes_nothing(
     task = asyncio.create_task(runner.run(execution.execution_id))
     await wait_until(lambda: len(lines(marker)) >= 1)
     # Another reconciler decided this lease was dead: the row is QUEUED again.
-    assert await store.requeue_expired(utcnow() + timedelta(hours=1)) == [execution.execution_id]
+    expired = await store.requeue_expired(utcnow() + timedelta(hours=1))
+    assert [w.execution_id for w in expired] == [execution.execution_id]
     await asyncio.wait_for(task, timeout=5)
     steps = len(lines(marker))
     await asyncio.sleep(0.3)

@@ -40,6 +40,42 @@ class StopReason:
     LEASE_LOST = "lease lost"
     CANCELLED = "cancelled"
     SHUTDOWN = "shutdown"
+    # The database failed under the graph (its checkpointer): not the graph's fault.
+    OUTAGE = "database outage"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Which failures are retried, and how long to wait before attempt n + 1."""
+
+    retry_on: frozenset[str] = frozenset()
+    backoff_s: float = 1.0
+    backoff_max_s: float = 60.0
+
+    def is_retryable(self, error_type: str, exc: BaseException | None) -> bool:
+        """The operator listed the error type, or the graph marked the exception
+        (an attribute ``retryable = True``)."""
+        return error_type in self.retry_on or bool(getattr(exc, "retryable", False))
+
+    def delay_s(self, attempts_used: int) -> float:
+        return min(self.backoff_s * 2 ** max(attempts_used - 1, 0), self.backoff_max_s)
+
+
+def is_database_outage(exc: BaseException) -> bool:
+    """A connection-level failure of the database under the checkpointer or the store."""
+    import psycopg
+    import psycopg_pool
+    import sqlalchemy.exc
+
+    return isinstance(
+        exc,
+        BackendUnavailable
+        | psycopg.OperationalError
+        | psycopg.InterfaceError
+        | psycopg_pool.PoolTimeout
+        | sqlalchemy.exc.OperationalError
+        | sqlalchemy.exc.InterfaceError,
+    )
 
 
 @dataclass
@@ -47,6 +83,13 @@ class _Attempt:
     execution: Execution
     task: asyncio.Task[Outcome]
     stop_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class _Failure(Outcome):
+    """A FAILED outcome that remembers the exception, to decide on a retry."""
+
+    exception: BaseException | None = None
 
 
 class Runner:
@@ -62,6 +105,7 @@ class Runner:
         owner: str,
         lease_s: float,
         default_timeout_s: float,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.store = store
         self.queue = queue
@@ -70,6 +114,7 @@ class Runner:
         self.owner = owner
         self.lease_s = lease_s
         self.default_timeout_s = default_timeout_s
+        self.retry = retry or RetryPolicy()
         self.attempts: dict[uuid.UUID, _Attempt] = {}
 
     async def run(self, execution_id: uuid.UUID) -> None:
@@ -105,6 +150,9 @@ class Runner:
                     await attempt.task
                 await self._settle(attempt, None)
                 raise
+        except BackendUnavailable as exc:
+            log.warning("execution %s: the database failed under the graph: %s", execution_id, exc)
+            attempt.stop_reason = StopReason.OUTAGE
         finally:
             heartbeat.cancel()
             self.attempts.pop(execution_id, None)
@@ -128,12 +176,16 @@ class Runner:
         execution = attempt.execution
         eid, number = execution.execution_id, execution.attempt
         try:
-            if attempt.stop_reason == StopReason.SHUTDOWN:
+            if attempt.stop_reason in (StopReason.SHUTDOWN, StopReason.OUTAGE):
                 if await self.store.release(eid, number):
                     log.info("execution %s handed back to the queue", eid)
+                    delay = self.retry.backoff_s if attempt.stop_reason == StopReason.OUTAGE else 0
+                    await self._enqueue(eid, number, delay)
                 return
             if outcome is None:
                 log.info("execution %s attempt %d stopped: %s", eid, number, attempt.stop_reason)
+                return
+            if await self._retry(execution, outcome):
                 return
             if await self.store.finish(eid, number, outcome):
                 log.info("execution %s attempt %d %s", eid, number, outcome.status)
@@ -144,12 +196,44 @@ class Runner:
                     number,
                     outcome.status,
                 )
-            next_id = await self.store.next_queued_on_thread(execution.thread_id)
-            if next_id is not None:
-                await self.queue.enqueue(next_id)
+            waiting = await self.store.next_queued_on_thread(execution.thread_id)
+            if waiting is not None:
+                await self.queue.enqueue(waiting.execution_id, attempt=waiting.attempt)
         except BackendUnavailable as exc:
-            # Nothing written: the lease expires and the reconciler runs it again.
+            # Whatever was not written, the lease expires and the reconciler runs it again.
             log.warning("execution %s: cannot record the result: %s", eid, exc)
+
+    async def _retry(self, execution: Execution, outcome: Outcome) -> bool:
+        """Queue a retryable failure again while attempts remain; True when it did."""
+        if outcome.status is not Status.FAILED or outcome.error is None:
+            return False
+        exception = outcome.exception if isinstance(outcome, _Failure) else None
+        if not self.retry.is_retryable(outcome.error["type"], exception):
+            return False
+        used = execution.attempts_used
+        if used >= execution.max_attempts:
+            return False
+        delay = self.retry.delay_s(used)
+        eid, number = execution.execution_id, execution.attempt
+        if await self.store.retry(eid, number, outcome.error, delay):
+            log.info(
+                "execution %s attempt %d failed (%s); retry %d of %d in %.1f s",
+                eid,
+                number,
+                outcome.error["type"],
+                used + 1,
+                execution.max_attempts,
+                delay,
+            )
+            await self._enqueue(eid, number, delay)
+        return True
+
+    async def _enqueue(self, execution_id: uuid.UUID, attempt: int, delay_s: float) -> None:
+        """Best effort: when the queue fails, the reconciler enqueues it later."""
+        try:
+            await self.queue.enqueue(execution_id, attempt=attempt, delay_s=delay_s)
+        except BackendUnavailable as exc:
+            log.warning("execution %s: cannot enqueue it now: %s", execution_id, exc)
 
     async def _heartbeat(self, attempt: _Attempt) -> None:
         """Renew the lease every third of its length; stop the graph when it is lost."""
@@ -180,7 +264,7 @@ class Runner:
                 return await self._invoke(execution)
         except TimeoutError as exc:
             if deadline.expired():
-                return Outcome(
+                return _Failure(
                     Status.FAILED,
                     error={
                         "type": "timeout",
@@ -189,6 +273,8 @@ class Runner:
                 )
             return _failure(execution, exc)
         except Exception as exc:
+            if is_database_outage(exc):
+                raise BackendUnavailable("database", str(exc)[:200]) from exc
             return _failure(execution, exc)
 
     async def _invoke(self, execution: Execution) -> Outcome:
@@ -255,8 +341,9 @@ def _failure(execution: Execution, exc: BaseException) -> Outcome:
         exc,
         exc_info=exc,
     )
-    return Outcome(
+    return _Failure(
         Status.FAILED,
         error={"type": type(exc).__name__, "message": str(exc)},
         traceback="".join(traceback.format_exception(exc)),
+        exception=exc,
     )

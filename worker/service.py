@@ -23,8 +23,8 @@ from lg_deploy.core.errors import BackendUnavailable
 from lg_deploy.core.graphs import GraphRegistry
 from lg_deploy.core.models import utcnow
 from lg_deploy.core.queue import Queue
-from lg_deploy.core.store import Store
-from lg_deploy.worker.runner import Runner, StopReason
+from lg_deploy.core.store import Store, Waiting
+from lg_deploy.worker.runner import RetryPolicy, Runner, StopReason
 
 log = logging.getLogger("lg_deploy.worker")
 
@@ -46,6 +46,7 @@ class WorkerService:
         lease_s: float = 30.0,
         default_timeout_s: float = 3600.0,
         reconcile_interval_s: float = 10.0,
+        retry: RetryPolicy | None = None,
         name: str | None = None,
     ) -> None:
         self.store = store
@@ -61,6 +62,7 @@ class WorkerService:
             owner=self.name,
             lease_s=lease_s,
             default_timeout_s=default_timeout_s,
+            retry=retry,
         )
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -106,19 +108,28 @@ class WorkerService:
         cutoff = now + timedelta(days=36500) if requeue_all_running else now
         stale_after = self.reconcile_interval_s if stale_after_s is None else stale_after_s
         expired = await self.store.requeue_expired(cutoff)
-        for execution_id in expired:
-            log.warning("execution %s: its worker's lease expired; queued again", execution_id)
-        for execution_id in expired:
-            await self.queue.enqueue(execution_id)
+        for waiting in expired:
+            log.warning(
+                "execution %s: the lease of attempt %d expired; queued again",
+                waiting.execution_id,
+                waiting.attempt,
+            )
+            await self._enqueue(waiting)
         enqueued = len(expired)
         before = now - timedelta(seconds=stale_after)
         after: uuid.UUID | None = None
         while batch := await self.store.queued_before(before, after=after):
-            for execution_id in batch:
-                await self.queue.enqueue(execution_id)
+            for waiting in batch:
+                await self._enqueue(waiting)
             enqueued += len(batch)
-            after = batch[-1]
+            after = batch[-1].execution_id
         return enqueued
+
+    async def _enqueue(self, waiting: Waiting) -> None:
+        delay = 0.0
+        if waiting.not_before is not None:
+            delay = max((waiting.not_before - utcnow()).total_seconds(), 0.0)
+        await self.queue.enqueue(waiting.execution_id, attempt=waiting.attempt, delay_s=delay)
 
     async def _reconcile_forever(self) -> None:
         while True:

@@ -10,10 +10,14 @@ SCHEMES = ("memory://", "redis://host:port/db", "rediss://host:port/db")
 __all__ = ["SCHEMES", "Handler", "Queue", "open_queue"]
 
 
-def open_queue(url: str) -> Queue:
-    """The queue for ``url``; the caller closes it."""
+def open_queue(url: str, *, name: str = "lg-deploy:queue", poll_delay_s: float = 0.05) -> Queue:
+    """The queue for ``url``; the caller closes it. Nothing connects before first use."""
     if url.startswith("memory://"):
         from lg_deploy.core.queue.memory import MemoryQueue
 
         return MemoryQueue()
-    raise UnknownBackend(url, SCHEMES[:1])
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from lg_deploy.core.queue.redis import RedisQueue
+
+        return RedisQueue(url, queue_name=name, poll_delay_s=poll_delay_s)
+    raise UnknownBackend(url, SCHEMES)

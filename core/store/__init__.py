@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from lg_deploy.core.errors import UnknownBackend
-from lg_deploy.core.store.base import Outcome, Page, Store
+from lg_deploy.core.store.base import Outcome, Page, Store, Waiting
 
 SCHEMES = ("sqlite+aiosqlite:///path", "postgresql+asyncpg://user:password@host/db")
 
-__all__ = ["SCHEMES", "Outcome", "Page", "Store", "check_database_url", "open_store"]
+__all__ = ["SCHEMES", "Outcome", "Page", "Store", "Waiting", "check_database_url", "open_store"]
 
 
 def check_database_url(url: str) -> None:

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from lg_deploy.core.models import Execution
 from lg_deploy.core.states import Status
@@ -34,15 +34,27 @@ class Outcome:
     interrupts: list[dict[str, Any]] | None = field(default=None)
 
 
+class Waiting(NamedTuple):
+    """A QUEUED execution as the queue needs it: which job, and not before when."""
+
+    execution_id: uuid.UUID
+    attempt: int
+    not_before: datetime | None
+
+
 class Store(Protocol):
     async def ping(self) -> None:
         """Raise ``BackendUnavailable`` unless the database answers."""
 
     async def close(self) -> None: ...
 
-    async def create(self, execution: Execution) -> tuple[Execution, bool]:
+    async def create(
+        self, execution: Execution, *, reject_if_thread_busy: bool = False
+    ) -> tuple[Execution, bool]:
         """Insert ``execution``; with an idempotency key already used by the same request,
         return the earlier execution and False instead (another request: ``IdempotencyConflict``).
+        With ``reject_if_thread_busy``, raise ``ThreadBusy`` when the thread has a QUEUED or
+        RUNNING execution, atomically with the insert.
         """
 
     async def get(self, execution_id: uuid.UUID) -> Execution: ...
@@ -66,10 +78,18 @@ class Store(Protocol):
         """Extend the lease of ``attempt``; False when the lease is lost."""
 
     async def finish(self, execution_id: uuid.UUID, attempt: int, outcome: Outcome) -> bool:
-        """Record the result of ``attempt`` (RUNNING -> outcome.status), fenced."""
+        """Record the result of ``attempt`` (RUNNING -> outcome.status), fenced; a FAILED
+        outcome is also added to ``attempt_errors``."""
+
+    async def retry(
+        self, execution_id: uuid.UUID, attempt: int, error: dict[str, Any], delay_s: float
+    ) -> bool:
+        """RUNNING -> QUEUED after a retryable failure: the error is added to
+        ``attempt_errors`` and no worker claims it for ``delay_s``. Fenced."""
 
     async def release(self, execution_id: uuid.UUID, attempt: int) -> bool:
-        """Hand a RUNNING attempt back to the queue (RUNNING -> QUEUED), fenced."""
+        """Hand a RUNNING attempt back to the queue (RUNNING -> QUEUED) without using up
+        an attempt (``handbacks`` counts it). Fenced."""
 
     async def cancel(self, execution_id: uuid.UUID) -> Execution:
         """Move to CANCELLED, or raise ``NotFound`` / ``InvalidTransition``."""
@@ -77,15 +97,15 @@ class Store(Protocol):
     async def resume(self, execution_id: uuid.UUID, value: Any) -> Execution:
         """INTERRUPTED -> QUEUED carrying ``value`` for the paused graph."""
 
-    async def requeue_expired(self, now: datetime) -> list[uuid.UUID]:
+    async def requeue_expired(self, now: datetime) -> list[Waiting]:
         """RUNNING executions whose lease ended before ``now`` go back to QUEUED."""
 
     async def queued_before(
         self, before: datetime, *, after: uuid.UUID | None = None, limit: int = 1000
-    ) -> list[uuid.UUID]:
+    ) -> list[Waiting]:
         """QUEUED executions not updated since ``before``, in id order from ``after`` on."""
 
-    async def next_queued_on_thread(self, thread_id: str) -> uuid.UUID | None:
+    async def next_queued_on_thread(self, thread_id: str) -> Waiting | None:
         """The oldest QUEUED execution of ``thread_id``: the one to run after the current."""
 
     async def count_by_status(self) -> dict[Status, int]: ...

@@ -37,6 +37,26 @@ def _upgrade(connection: sa.Connection) -> None:
     command.upgrade(alembic_config(connection), "head")
 
 
+def _current(connection: sa.Connection) -> bool:
+    from alembic.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    heads = set(ScriptDirectory.from_config(alembic_config()).get_heads())
+    return set(MigrationContext.configure(connection).get_current_heads()) == heads
+
+
+async def schema_is_current(url: str) -> bool:
+    """Whether the executions schema at ``url`` is at the newest migration."""
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(_current)
+    except (sa.exc.OperationalError, sa.exc.InterfaceError, OSError) as exc:
+        raise BackendUnavailable("database", str(exc).splitlines()[0][:200]) from exc
+    finally:
+        await engine.dispose()
+
+
 async def migrate(url: str) -> None:
     """Bring the executions schema and the checkpoint tables at ``url`` up to date."""
     from lg_deploy.core.checkpoint import setup_checkpointer

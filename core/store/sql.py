@@ -7,6 +7,7 @@ are also fenced on the attempt they claimed.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -24,10 +25,11 @@ from lg_deploy.core.errors import (
     IdempotencyConflict,
     InvalidTransition,
     NotFound,
+    ThreadBusy,
 )
 from lg_deploy.core.models import Execution, utcnow
-from lg_deploy.core.states import TERMINAL, Status, sources_of
-from lg_deploy.core.store.base import Outcome, Page
+from lg_deploy.core.states import ACTIVE, TERMINAL, Status, sources_of
+from lg_deploy.core.store.base import Outcome, Page, Waiting
 
 T = Execution.__table__  # type: ignore[attr-defined]
 C = T.c
@@ -46,10 +48,12 @@ def _claim_statement() -> sa.Update:
         .where(earlier.c.execution_id < me.c.execution_id)
         .where(me.c.execution_id == claim_id)
     )
+    now = sa.bindparam("now", type_=C.not_before.type)
     return (
         T.update()
         .where(C.execution_id == claim_id)
         .where(C.status == Status.QUEUED.value)
+        .where(sa.or_(C.not_before.is_(None), C.not_before <= now))
         .where(~sa.exists(older_queued_on_thread))
     )
 
@@ -90,6 +94,9 @@ class SQLStore:
     def __init__(self, engine: AsyncEngine, *, owns_engine: bool = False) -> None:
         self.engine = engine
         self._owns_engine = owns_engine
+        # SQLite (one process) serializes "insert unless the thread is busy" with this lock;
+        # PostgreSQL with a transaction-scoped advisory lock on the thread.
+        self._thread_lock = asyncio.Lock()
 
     @classmethod
     def from_url(cls, url: str, **engine_kwargs: Any) -> SQLStore:
@@ -129,10 +136,15 @@ class SQLStore:
         async with self._begin() as conn:
             await conn.execute(sa.text("SELECT 1"))
 
-    async def create(self, execution: Execution) -> tuple[Execution, bool]:
+    async def create(
+        self, execution: Execution, *, reject_if_thread_busy: bool = False
+    ) -> tuple[Execution, bool]:
         try:
-            async with self._begin() as conn:
-                await conn.execute(T.insert().values(**_values(execution)))
+            if reject_if_thread_busy:
+                await self._insert_unless_thread_busy(execution)
+            else:
+                async with self._begin() as conn:
+                    await conn.execute(T.insert().values(**_values(execution)))
             return execution, True
         except sa.exc.IntegrityError:
             if execution.idempotency_key is None:
@@ -143,6 +155,22 @@ class SQLStore:
         if existing.request_hash != execution.request_hash:
             raise IdempotencyConflict(execution.idempotency_key)
         return existing, False
+
+    async def _insert_unless_thread_busy(self, execution: Execution) -> None:
+        busy = (
+            sa.select(C.execution_id)
+            .where(C.thread_id == execution.thread_id)
+            .where(C.status.in_([s.value for s in ACTIVE]))
+            .limit(1)
+        )
+        async with self._thread_lock, self._begin() as conn:
+            if conn.dialect.name == "postgresql":
+                await conn.execute(
+                    sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(execution.thread_id)))
+                )
+            if (await conn.execute(busy)).first() is not None:
+                raise ThreadBusy(execution.thread_id)
+            await conn.execute(T.insert().values(**_values(execution)))
 
     async def _get_by_key(self, key: str) -> Execution | None:
         async with self._begin() as conn:
@@ -223,7 +251,8 @@ class SQLStore:
         ).returning(*T.c)
         try:
             async with self._begin() as conn:
-                row = (await conn.execute(stmt, {"claim_id": execution_id})).first()
+                params = {"claim_id": execution_id, "now": now}
+                row = (await conn.execute(stmt, params)).first()
         except sa.exc.IntegrityError:
             return None  # another execution of this thread is RUNNING (invariant 5)
         return None if row is None else _row_to_execution(row)
@@ -241,6 +270,20 @@ class SQLStore:
             result = await conn.execute(stmt)
         return result.rowcount == 1
 
+    async def _with_attempt_error(
+        self, execution_id: uuid.UUID, attempt: int, error: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """``attempt_errors`` plus this attempt's error. Read, then written by an UPDATE
+        fenced on the same attempt: nobody else writes the row in between and wins."""
+        async with self._begin() as conn:
+            current = (
+                await conn.execute(
+                    sa.select(C.attempt_errors).where(C.execution_id == execution_id)
+                )
+            ).scalar()
+        entry = {"attempt": attempt, **error, "at": utcnow().isoformat()}
+        return [*(current or []), entry]
+
     async def finish(self, execution_id: uuid.UUID, attempt: int, outcome: Outcome) -> bool:
         values: dict[str, Any] = {
             "output": outcome.output,
@@ -252,8 +295,27 @@ class SQLStore:
         }
         if outcome.status is Status.INTERRUPTED:
             values |= {"lease_owner": None, "lease_expires_at": None}
+        if outcome.status is Status.FAILED and outcome.error is not None:
+            values["attempt_errors"] = await self._with_attempt_error(
+                execution_id, attempt, outcome.error
+            )
         row = await self._transition(
             execution_id, outcome.status, values, attempt=attempt, sources=[Status.RUNNING]
+        )
+        return row is not None
+
+    async def retry(
+        self, execution_id: uuid.UUID, attempt: int, error: dict[str, Any], delay_s: float
+    ) -> bool:
+        values = {
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "error": error,
+            "attempt_errors": await self._with_attempt_error(execution_id, attempt, error),
+            "not_before": utcnow() + timedelta(seconds=delay_s),
+        }
+        row = await self._transition(
+            execution_id, Status.QUEUED, values, attempt=attempt, sources=[Status.RUNNING]
         )
         return row is not None
 
@@ -261,7 +323,7 @@ class SQLStore:
         row = await self._transition(
             execution_id,
             Status.QUEUED,
-            {"lease_owner": None, "lease_expires_at": None},
+            {"lease_owner": None, "lease_expires_at": None, "handbacks": C.handbacks + 1},
             attempt=attempt,
             sources=[Status.RUNNING],
         )
@@ -284,7 +346,7 @@ class SQLStore:
             raise await self._explain_refusal(execution_id, Status.QUEUED)
         return row
 
-    async def requeue_expired(self, now: datetime) -> list[uuid.UUID]:
+    async def requeue_expired(self, now: datetime) -> list[Waiting]:
         stmt = (
             T.update()
             .where(C.status == Status.RUNNING.value)
@@ -295,16 +357,16 @@ class SQLStore:
                 lease_expires_at=None,
                 updated_at=utcnow(),
             )
-            .returning(C.execution_id)
+            .returning(C.execution_id, C.attempt, C.not_before)
         )
         async with self._begin() as conn:
-            return list((await conn.execute(stmt)).scalars())
+            return [Waiting(*row) for row in await conn.execute(stmt)]
 
     async def queued_before(
         self, before: datetime, *, after: uuid.UUID | None = None, limit: int = 1000
-    ) -> list[uuid.UUID]:
+    ) -> list[Waiting]:
         query = (
-            sa.select(C.execution_id)
+            sa.select(C.execution_id, C.attempt, C.not_before)
             .where(C.status == Status.QUEUED.value)
             .where(C.updated_at < before)
             .order_by(C.execution_id)
@@ -313,18 +375,19 @@ class SQLStore:
         if after is not None:
             query = query.where(C.execution_id > after)
         async with self._begin() as conn:
-            return list((await conn.execute(query)).scalars())
+            return [Waiting(*row) for row in await conn.execute(query)]
 
-    async def next_queued_on_thread(self, thread_id: str) -> uuid.UUID | None:
+    async def next_queued_on_thread(self, thread_id: str) -> Waiting | None:
         query = (
-            sa.select(C.execution_id)
+            sa.select(C.execution_id, C.attempt, C.not_before)
             .where(C.thread_id == thread_id)
             .where(C.status == Status.QUEUED.value)
             .order_by(C.execution_id)
             .limit(1)
         )
         async with self._begin() as conn:
-            return (await conn.execute(query)).scalar()
+            row = (await conn.execute(query)).first()
+        return None if row is None else Waiting(*row)
 
     async def count_by_status(self) -> dict[Status, int]:
         query = sa.select(C.status, sa.func.count()).group_by(C.status)

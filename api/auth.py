@@ -1,0 +1,56 @@
+"""Optional API keys: when configured, every route but health and metrics needs one,
+given as ``Authorization: Bearer <key>`` or ``X-Api-Key: <key>``."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Iterable
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class ApiKeys:
+    def __init__(self, app: ASGIApp, keys: Iterable[str]) -> None:
+        self.app = app
+        self.keys = [k.encode() for k in keys]
+
+    def _allowed(self, scope: Scope) -> bool:
+        headers = dict(scope["headers"])
+        given = headers.get(b"x-api-key")
+        authorization = headers.get(b"authorization", b"")
+        if given is None and authorization[:7].lower() == b"bearer ":
+            given = authorization[7:].strip()
+        if not given:
+            return False
+        # Compare against every key, in constant time for each.
+        return any([hmac.compare_digest(given, key) for key in self.keys])
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or self._allowed(scope):
+            await self.app(scope, receive, send)
+            return
+        body = json.dumps(
+            {
+                "error": {
+                    "code": "unauthorized",
+                    "message": "a valid API key is required "
+                    "(Authorization: Bearer <key> or X-Api-Key: <key>)",
+                    "details": None,
+                }
+            }
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"www-authenticate", b"Bearer"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

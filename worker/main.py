@@ -1,0 +1,46 @@
+"""``lg-deploy worker``: a worker process of the fleet, until SIGTERM or SIGINT.
+
+The first signal stops taking work and lets running executions finish for ``drain_s``
+seconds, then hands the rest back to the queue (no attempt is used up); a second signal
+hands them back at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from lg_deploy.api.runtime import open_runtime
+from lg_deploy.core.graphs import GraphRegistry
+from lg_deploy.core.settings import Settings
+from lg_deploy.worker.runner import StopReason
+
+log = logging.getLogger("lg_deploy.worker")
+
+
+async def run_worker(settings: Settings, registry: GraphRegistry) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    async with open_runtime(settings, registry, run_worker=True, drain_s=settings.drain_s) as rt:
+        assert rt.worker is not None
+
+        def on_signal(signum: int) -> None:
+            if not stop.is_set():
+                log.info(
+                    "%s: finishing running executions (up to %.0f s), then stopping",
+                    signal.Signals(signum).name,
+                    settings.drain_s,
+                )
+                stop.set()
+            else:
+                log.info("second signal: handing running executions back now")
+                rt.worker.runner.stop_all(StopReason.SHUTDOWN)  # type: ignore[union-attr]
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, on_signal, signum)
+        try:
+            await stop.wait()
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
