@@ -27,6 +27,7 @@ EXAMPLES = ROOT / "examples" / "langgraph.json"
 PG_ADMIN_URL = os.environ.get(
     "LG_DEPLOY_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 )
+REDIS_URL = os.environ.get("LG_DEPLOY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def _libpq(url: str) -> str:
@@ -37,13 +38,29 @@ def _with_database(url: str, name: str) -> str:
     return url.rsplit("/", 1)[0] + "/" + name
 
 
+class PgAdmin:
+    """Administrative statements on the test server, on a connection of their own per
+    statement (a chaos test may restart the server in between)."""
+
+    def __init__(self, url: str) -> None:
+        self.conninfo = _libpq(url)
+
+    def execute(self, sql: str, params: Any = None) -> list[Any]:
+        import psycopg
+
+        with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5) as conn:
+            cursor = conn.execute(sql, params)
+            return cursor.fetchall() if cursor.description else []
+
+
 @pytest.fixture(scope="session")
-def pg_admin() -> Iterator[Any]:
-    """An autocommit connection to the test PostgreSQL server, or one clear failure."""
+def pg_admin() -> PgAdmin:
+    """The test PostgreSQL server, or one clear failure."""
     import psycopg
 
+    admin = PgAdmin(PG_ADMIN_URL)
     try:
-        conn = psycopg.connect(_libpq(PG_ADMIN_URL), autocommit=True, connect_timeout=3)
+        admin.execute("SELECT 1")
     except psycopg.OperationalError as exc:
         pytest.fail(
             f"PostgreSQL is not reachable at {PG_ADMIN_URL} ({str(exc).strip().splitlines()[0]}): "
@@ -51,12 +68,11 @@ def pg_admin() -> Iterator[Any]:
             "pg_ctlcluster <version> main start) or set LG_DEPLOY_TEST_POSTGRES_URL",
             pytrace=False,
         )
-    yield conn
-    conn.close()
+    return admin
 
 
 @pytest.fixture(scope="session")
-def pg_template(pg_admin: Any) -> Iterator[str]:
+def pg_template(pg_admin: PgAdmin) -> Iterator[str]:
     """A migrated database that each test's database is copied from."""
     name = f"lgd_tpl_{os.getpid()}"
     pg_admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -66,13 +82,48 @@ def pg_template(pg_admin: Any) -> Iterator[str]:
     pg_admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture
-def pg_url(pg_admin: Any, pg_template: str) -> Iterator[str]:
-    """The URL of a fresh, migrated PostgreSQL database, dropped after the test."""
+@contextlib.contextmanager
+def fresh_database(pg_admin: PgAdmin, template: str) -> Iterator[str]:
+    """A new database copied from the migrated template; dropped on the way out."""
     name = f"lgd_t_{uuid.uuid4().hex[:12]}"
-    pg_admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
-    yield _with_database(PG_ADMIN_URL, name)
-    pg_admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    pg_admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    try:
+        yield _with_database(PG_ADMIN_URL, name)
+    finally:
+        pg_admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_url(pg_admin: PgAdmin, pg_template: str) -> Iterator[str]:
+    """The URL of a fresh, migrated PostgreSQL database, dropped after the test."""
+    with fresh_database(pg_admin, pg_template) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The test Redis server's URL, or one clear failure."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.fail(
+            f"Redis is not reachable at {REDIS_URL} ({exc}): install and start Redis "
+            "(Debian: apt-get install redis-server; redis-server --daemonize yes) "
+            "or set LG_DEPLOY_TEST_REDIS_URL",
+            pytrace=False,
+        )
+    finally:
+        client.close()
+    return REDIS_URL
+
+
+def unique_queue_name() -> str:
+    """Each test gets its own ARQ queue on the shared Redis, so tests never see each
+    other's jobs."""
+    return f"lgd-test-{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture

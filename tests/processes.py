@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -53,9 +54,17 @@ class Process:
         assert self.proc is not None
         return self.proc.wait(timeout)
 
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
     def stop(self) -> None:
-        """SIGKILL whatever is still running (the test may have stopped it already)."""
+        """SIGKILL whatever is still running (the test may have stopped it already); a
+        SIGSTOPped process is continued so that the kill is delivered."""
         if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGCONT)
             self.proc.kill()
             self.proc.wait(10)
 
@@ -93,6 +102,81 @@ class DevServer(Process):
                     return
             time.sleep(0.1)
         raise AssertionError(f"lg-deploy dev never became ready:\n{self.log_tail()}")
+
+
+def wait_for_log(process: Process, text: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in (
+        process.log_path.read_text(errors="replace") if process.log_path.exists() else ""
+    ):
+        assert process.proc is not None
+        if process.proc.poll() is not None:
+            raise AssertionError(f"{process.args[0]} exited early:\n{process.log_tail()}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{process.args[0]} never logged {text!r}:\n{process.log_tail()}")
+        time.sleep(0.05)
+
+
+class ApiServer(Process):
+    def __init__(self, log_path: Path, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(["api", "--port", str(self.port)], log_path, env)
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"lg-deploy api exited early:\n{self.log_tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            time.sleep(0.1)
+        raise AssertionError(f"lg-deploy api never became ready:\n{self.log_tail()}")
+
+
+class Fleet:
+    """API and worker processes sharing one database and one queue; all stopped by
+    ``stop_all``."""
+
+    def __init__(self, folder: Path, **env: str) -> None:
+        self.folder = folder
+        self.env = {
+            "LG_DEPLOY_LEASE_S": "2",
+            "LG_DEPLOY_RECONCILE_INTERVAL_S": "0.5",
+            "LG_DEPLOY_STARTUP_TIMEOUT_S": "10",
+            "LG_DEPLOY_DRAIN_S": "1",
+            "LG_DEPLOY_LOG_LEVEL": "INFO",
+            **env,
+        }
+        self.processes: list[Process] = []
+        self._count = 0
+
+    def api(self, **env: str) -> ApiServer:
+        self._count += 1
+        server = ApiServer(self.folder / f"api-{self._count}.log", {**self.env, **env})
+        self.processes.append(server.start())
+        server.wait_ready()
+        return server
+
+    def worker(self, **env: str) -> Process:
+        self._count += 1
+        worker = Process(["worker"], self.folder / f"worker-{self._count}.log", {**self.env, **env})
+        self.processes.append(worker.start())
+        wait_for_log(worker, "serving, concurrency")
+        return worker
+
+    def worker_logs(self) -> str:
+        return "".join(
+            p.log_path.read_text(errors="replace")
+            for p in self.processes
+            if p.args[0] == "worker" and p.log_path.exists()
+        )
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            process.stop()
 
 
 @contextlib.contextmanager

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import traceback
 import uuid
 from dataclasses import dataclass
@@ -23,13 +22,14 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.pregel import Pregel
 from langgraph.types import Command
 
-from lg_deploy.core.errors import BackendUnavailable
+from lg_deploy.core.errors import BackendUnavailable, LeaseLost
 from lg_deploy.core.graphs import GraphRegistry
 from lg_deploy.core.jsonable import to_jsonable
 from lg_deploy.core.models import Execution
 from lg_deploy.core.queue import Queue
 from lg_deploy.core.states import Status
 from lg_deploy.core.store import Outcome, Store
+from lg_deploy.worker.fencing import LeaseClock, fenced
 
 log = logging.getLogger("lg_deploy.worker")
 
@@ -81,7 +81,8 @@ def is_database_outage(exc: BaseException) -> bool:
 @dataclass
 class _Attempt:
     execution: Execution
-    task: asyncio.Task[Outcome]
+    clock: LeaseClock
+    task: asyncio.Task[Outcome] | None = None
     stop_reason: str | None = None
 
 
@@ -132,12 +133,15 @@ class Runner:
             execution.graph_id,
             execution.attempt,
         )
-        attempt = _Attempt(execution, asyncio.create_task(self._execute(execution)))
+        attempt = _Attempt(
+            execution, LeaseClock(str(execution_id), execution.attempt, self.lease_s)
+        )
+        attempt.task = task = asyncio.create_task(self._execute(attempt))
         self.attempts[execution_id] = attempt
         heartbeat = asyncio.create_task(self._heartbeat(attempt))
         outcome: Outcome | None = None
         try:
-            outcome = await asyncio.shield(attempt.task)
+            outcome = await asyncio.shield(task)
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if current is None or not current.cancelling():
@@ -145,11 +149,13 @@ class Runner:
             else:
                 # This handler itself was cancelled (the process is stopping): hand it back.
                 attempt.stop_reason = attempt.stop_reason or StopReason.SHUTDOWN
-                attempt.task.cancel()
+                task.cancel()
                 with contextlib.suppress(BaseException):
-                    await attempt.task
+                    await task
                 await self._settle(attempt, None)
                 raise
+        except LeaseLost:
+            attempt.stop_reason = StopReason.LEASE_LOST
         except BackendUnavailable as exc:
             log.warning("execution %s: the database failed under the graph: %s", execution_id, exc)
             attempt.stop_reason = StopReason.OUTAGE
@@ -161,7 +167,7 @@ class Runner:
     def stop(self, execution_id: uuid.UUID, reason: str) -> bool:
         """Stop the graph of ``execution_id`` if it runs here; True when it did."""
         attempt = self.attempts.get(execution_id)
-        if attempt is None or attempt.task.done():
+        if attempt is None or attempt.task is None or attempt.task.done():
             return False
         attempt.stop_reason = attempt.stop_reason or reason
         attempt.task.cancel()
@@ -237,31 +243,31 @@ class Runner:
 
     async def _heartbeat(self, attempt: _Attempt) -> None:
         """Renew the lease every third of its length; stop the graph when it is lost."""
-        execution = attempt.execution
+        execution, clock = attempt.execution, attempt.clock
         interval = self.lease_s / 3
-        renewed_at = time.monotonic()
-        while not attempt.task.done():
+        while attempt.task is not None and not attempt.task.done():
             await asyncio.sleep(interval)
             try:
-                held = await self.store.heartbeat(
+                if await self.store.heartbeat(
                     execution.execution_id, execution.attempt, self.lease_s
-                )
+                ):
+                    clock.renewed()
+                else:
+                    clock.lost = True
             except BackendUnavailable as exc:
                 log.warning("execution %s: heartbeat failed: %s", execution.execution_id, exc)
-                held = time.monotonic() - renewed_at < self.lease_s
-            else:
-                renewed_at = time.monotonic() if held else renewed_at
-            if not held:
+            if not clock.held():
                 self.stop(execution.execution_id, StopReason.LEASE_LOST)
                 return
 
-    async def _execute(self, execution: Execution) -> Outcome:
+    async def _execute(self, attempt: _Attempt) -> Outcome:
         """Run the graph once and say how it ended; exceptions become FAILED outcomes."""
+        execution = attempt.execution
         timeout_s = execution.timeout_s or self.default_timeout_s
         deadline = asyncio.timeout(timeout_s)
         try:
             async with deadline:
-                return await self._invoke(execution)
+                return await self._invoke(execution, fenced(self.checkpointer, attempt.clock))
         except TimeoutError as exc:
             if deadline.expired():
                 return _Failure(
@@ -272,14 +278,16 @@ class Runner:
                     },
                 )
             return _failure(execution, exc)
+        except LeaseLost:
+            raise
         except Exception as exc:
             if is_database_outage(exc):
                 raise BackendUnavailable("database", str(exc)[:200]) from exc
             return _failure(execution, exc)
 
-    async def _invoke(self, execution: Execution) -> Outcome:
+    async def _invoke(self, execution: Execution, checkpointer: BaseCheckpointSaver) -> Outcome:
         config = graph_config(execution)
-        graph = await self.registry.build(execution.graph_id, config, self.checkpointer)
+        graph = await self.registry.build(execution.graph_id, config, checkpointer)
         graph_input = await choose_input(graph, config, execution)
         if isinstance(graph_input, _Refusal):
             return Outcome(Status.FAILED, error=graph_input.error)

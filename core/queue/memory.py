@@ -79,12 +79,17 @@ class MemoryQueue:
         try:
             while not stop.is_set():
                 await slots.acquire()
+                if stop.is_set():
+                    slots.release()
+                    break
                 getting = asyncio.ensure_future(self._items.get())
                 await asyncio.wait({getting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                if not getting.done():
+                if stop.is_set():
                     getting.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await getting
+                    if not getting.cancelled():  # taken just as we stopped: put it back
+                        self._items.put_nowait(getting.result())
                     slots.release()
                     break
                 execution_id = getting.result()

@@ -25,6 +25,7 @@ import logging
 import os
 import socket
 import uuid
+import warnings
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -213,7 +214,10 @@ class RedisQueue:
 
 
 async def _close_worker(worker: Worker) -> None:
-    with contextlib.suppress(Exception, asyncio.CancelledError):
+    with contextlib.suppress(Exception, asyncio.CancelledError), warnings.catch_warnings():
+        # arq 0.28's close() calls redis-py's deprecated close(): under -W error the warning
+        # would abort it half-way and leak the worker's connections.
+        warnings.simplefilter("ignore", DeprecationWarning)
         await worker.close()
 
 

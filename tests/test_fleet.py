@@ -1,0 +1,312 @@
+"""The distributed fleet with real processes: `lg-deploy api` and `lg-deploy worker`
+against a real PostgreSQL and a real Redis, with real signals."""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import TEST_GRAPHS, PgAdmin, fresh_database, unique_queue_name
+from tests.processes import Fleet, Process
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+
+
+@pytest.fixture
+def fleet_env(pg_admin: PgAdmin, pg_template: str, redis_url: str) -> Iterator[dict[str, str]]:
+    """A fresh database and a queue of its own on the shared Redis."""
+    with fresh_database(pg_admin, pg_template) as url:
+        yield {
+            "LG_DEPLOY_DATABASE_URL": url,
+            "LG_DEPLOY_QUEUE_URL": redis_url,
+            "LG_DEPLOY_QUEUE_NAME": unique_queue_name(),
+            "LG_DEPLOY_CONFIG": str(TEST_GRAPHS),
+        }
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, fleet_env: dict[str, str]) -> Iterator[Fleet]:
+    f = Fleet(tmp_path, **fleet_env)
+    try:
+        yield f
+    finally:
+        f.stop_all()
+
+
+def post(api: Any, graph_id: str, input: Any = None, **body: Any) -> httpx.Response:
+    return httpx.post(
+        f"{api.url}/execute", json={"graph_id": graph_id, "input": input, **body}, timeout=10
+    )
+
+
+def submit(api: Any, graph_id: str, input: Any = None, **body: Any) -> str:
+    response = post(api, graph_id, input, **body)
+    assert response.status_code == 202, response.text
+    execution_id: str = response.json()["execution_id"]
+    return execution_id
+
+
+def record(api: Any, execution_id: str) -> dict[str, Any]:
+    found: dict[str, Any] = httpx.get(f"{api.url}/executions/{execution_id}", timeout=10).json()
+    return found
+
+
+def wait(api: Any, execution_id: str, timeout: float = 60) -> dict[str, Any]:
+    response = httpx.get(
+        f"{api.url}/executions/{execution_id}/wait",
+        params={"timeout": timeout},
+        timeout=timeout + 10,
+    )
+    assert response.status_code == 200, response.text
+    found: dict[str, Any] = response.json()
+    return found
+
+
+def wait_until(condition: Any, timeout: float = 30, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} not reached in {timeout} s"
+        time.sleep(0.05)
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def owner_pid(pg_url: str, execution_id: str) -> int | None:
+    """The pid of the worker holding the execution's lease (host:pid:suffix)."""
+    import psycopg
+
+    conninfo = pg_url.replace("postgresql+asyncpg://", "postgresql://")
+    with psycopg.connect(conninfo) as conn:
+        row = conn.execute(
+            "SELECT lease_owner FROM executions WHERE execution_id = %s", (execution_id,)
+        ).fetchone()
+    if row is None or row[0] is None:
+        return None
+    return int(row[0].split(":")[1])
+
+
+def worker_with_pid(fleet: Fleet, pid: int) -> Process:
+    [worker] = [p for p in fleet.processes if p.args[0] == "worker" and p.pid == pid]
+    return worker
+
+
+def assert_steps_ran_once(marker: Path, steps: int, in_flight: set[str]) -> None:
+    """Every step ran; only a step in flight at a crash may have run twice."""
+    runs = Counter(lines(marker))
+    assert set(runs) == {str(i) for i in range(1, steps + 1)}, runs
+    repeated = {step for step, n in runs.items() if n > 1}
+    assert repeated <= in_flight, (runs, in_flight)
+
+
+def test_n_executions_through_one_api_and_three_workers(fleet: Fleet) -> None:
+    """100 executions through 1 API and 3 workers: all COMPLETED, each completed by
+    exactly one attempt of one worker, none lost."""
+    api = fleet.api()
+    for _ in range(3):
+        fleet.worker()
+    ids = [submit(api, "steps", {"text": f"n{i}"}) for i in range(100)]
+    records = [wait(api, execution_id) for execution_id in ids]
+    assert [r["status"] for r in records] == ["COMPLETED"] * 100
+    assert [r["output"]["text"] for r in records] == [f"N{i}!" for i in range(100)]
+    completed = re.findall(r"execution (\S+) attempt \d+ COMPLETED", fleet.worker_logs())
+    assert Counter(completed) == Counter(ids)
+    listed = httpx.get(f"{api.url}/executions", params={"status": "COMPLETED", "limit": 1000})
+    assert sorted(e["execution_id"] for e in listed.json()["items"]) == sorted(ids)
+    # The work was shared: more than one worker completed executions.
+    per_worker = [
+        len(re.findall(r"COMPLETED", p.log_path.read_text()))
+        for p in fleet.processes
+        if p.args[0] == "worker"
+    ]
+    assert sum(1 for n in per_worker if n) >= 2, per_worker
+
+
+def test_sigkill_a_worker_mid_execution_another_resumes_from_the_checkpoint(
+    fleet: Fleet, fleet_env: dict[str, str], tmp_path: Path
+) -> None:
+    """SIGKILL the worker running a multi-step execution: another worker resumes it
+    within about a lease period, and the steps finished before the kill do not run again."""
+    api = fleet.api()
+    fleet.worker()
+    fleet.worker()
+    marker = tmp_path / "steps.txt"
+    execution_id = submit(api, "slow", {"steps": 8, "sleep_s": 0.3, "marker_file": str(marker)})
+    wait_until(lambda: len(lines(marker)) >= 3, what="three steps")
+    pid = owner_pid(fleet_env["LG_DEPLOY_DATABASE_URL"], execution_id)
+    assert pid is not None
+    victim = worker_with_pid(fleet, pid)
+    before = lines(marker)
+    killed_at = time.monotonic()
+    victim.signal(signal.SIGKILL)
+    victim.wait(10)
+    wait_until(
+        lambda: record(api, execution_id)["attempts"] == 2, timeout=20, what="a second attempt"
+    )
+    recovery_s = time.monotonic() - killed_at
+    done = wait(api, execution_id)
+    assert done["status"] == "COMPLETED"
+    assert done["output"]["completed"] == list(range(1, 9))
+    assert_steps_ran_once(marker, 8, in_flight={before[-1], str(len(before) + 1)})
+    # Lease 2 s, reconciler every 0.5 s: far below ARQ's own job timeout.
+    assert recovery_s < 10, recovery_s
+
+
+def test_a_zombie_worker_cannot_change_the_record(
+    fleet: Fleet, fleet_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A worker paused (SIGSTOP) past its lease and continued (SIGCONT) after another
+    worker finished the execution changes neither the record nor the thread."""
+    api = fleet.api()
+    fleet.worker()
+    fleet.worker()
+    marker = tmp_path / "steps.txt"
+    execution_id = submit(
+        api, "slow", {"steps": 6, "sleep_s": 0.3, "marker_file": str(marker)}, thread_id="z"
+    )
+    wait_until(lambda: len(lines(marker)) >= 2, what="two steps")
+    pid = owner_pid(fleet_env["LG_DEPLOY_DATABASE_URL"], execution_id)
+    assert pid is not None
+    zombie = worker_with_pid(fleet, pid)
+    zombie.signal(signal.SIGSTOP)
+    try:
+        done = wait(api, execution_id)
+        assert done["status"] == "COMPLETED"
+    finally:
+        zombie.signal(signal.SIGCONT)
+    time.sleep(3)  # the zombie wakes up, finds its lease gone, and stops
+    after = record(api, execution_id)
+    assert after["status"] == "COMPLETED"
+    assert after["output"] == done["output"]
+    assert after["finished_at"] == done["finished_at"]
+    assert after["updated_at"] == done["updated_at"]
+    assert "lease lost" in zombie.log_tail(60) or "lost its lease" in zombie.log_tail(60)
+    # The thread's newest state is still the finished one: a new execution sees it.
+    again = wait(api, submit(api, "slow", {"steps": 0}, thread_id="z"))
+    assert again["status"] == "COMPLETED"
+    assert again["output"]["completed"] == list(range(1, 7))
+
+
+def test_sigterm_hands_the_running_execution_back_without_using_an_attempt(
+    fleet: Fleet, fleet_env: dict[str, str], tmp_path: Path
+) -> None:
+    """SIGTERM during a run: after the drain period the execution is handed back, another
+    worker finishes it, and the attempt is not counted."""
+    api = fleet.api()
+    fleet.worker()
+    marker = tmp_path / "steps.txt"
+    execution_id = submit(api, "slow", {"steps": 10, "sleep_s": 0.3, "marker_file": str(marker)})
+    wait_until(lambda: len(lines(marker)) >= 1, what="a first step")
+    pid = owner_pid(fleet_env["LG_DEPLOY_DATABASE_URL"], execution_id)
+    assert pid is not None
+    first = worker_with_pid(fleet, pid)
+    first.signal(signal.SIGTERM)
+    assert first.wait(20) == 0, first.log_tail()
+    assert "handed back to the queue" in first.log_tail(60)
+    assert record(api, execution_id)["status"] == "QUEUED"
+    fleet.worker()
+    done = wait(api, execution_id)
+    assert done["status"] == "COMPLETED"
+    assert done["attempts"] == 1
+    assert done["output"]["completed"] == list(range(1, 11))
+
+
+def test_sigterm_lets_a_short_execution_finish_within_the_drain_period(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    """With a drain period longer than the work left, SIGTERM waits for the execution
+    to complete before the worker exits."""
+    api = fleet.api()
+    worker = fleet.worker(LG_DEPLOY_DRAIN_S="15")
+    marker = tmp_path / "steps.txt"
+    execution_id = submit(api, "slow", {"steps": 4, "sleep_s": 0.3, "marker_file": str(marker)})
+    wait_until(lambda: len(lines(marker)) >= 1, what="a first step")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(20) == 0, worker.log_tail()
+    done = record(api, execution_id)
+    assert done["status"] == "COMPLETED"
+    assert done["attempts"] == 1
+
+
+def test_cancel_stops_a_graph_running_in_another_process(fleet: Fleet, tmp_path: Path) -> None:
+    """POST /cancel on the API stops the graph on a worker process within about a second."""
+    api = fleet.api(LG_DEPLOY_LEASE_S="30")
+    fleet.worker(LG_DEPLOY_LEASE_S="30")  # a long lease: only the pub/sub nudge is fast
+    marker = tmp_path / "steps.txt"
+    execution_id = submit(api, "slow", {"steps": 50, "sleep_s": 0.1, "marker_file": str(marker)})
+    wait_until(lambda: len(lines(marker)) >= 2, what="two steps")
+    response = httpx.post(f"{api.url}/executions/{execution_id}/cancel")
+    assert response.json()["status"] == "CANCELLED"
+    cancelled_at = time.monotonic()
+    wait_until(lambda: "cancelled: graph stopped" in fleet.worker_logs(), timeout=5)
+    assert time.monotonic() - cancelled_at < 2
+    steps = len(lines(marker))
+    time.sleep(1)
+    assert len(lines(marker)) == steps < 50
+    assert record(api, execution_id)["status"] == "CANCELLED"
+
+
+def test_busy_thread_rejects_or_queues_behind(fleet: Fleet, tmp_path: Path) -> None:
+    """On a busy thread, multitask_strategy=reject answers 409 and writes nothing; the
+    default queues behind and runs after the first."""
+    api = fleet.api()
+    fleet.worker()
+    fleet.worker()
+    first = submit(api, "slow", {"steps": 3, "sleep_s": 0.3}, thread_id="busy")
+    quick = {"steps": 1, "sleep_s": 0}
+    rejected = post(api, "slow", quick, thread_id="busy", multitask_strategy="reject")
+    assert rejected.status_code == 409
+    assert rejected.json()["error"]["code"] == "thread_busy"
+    second = submit(api, "slow", quick, thread_id="busy")
+    one, two = wait(api, first), wait(api, second)
+    assert one["status"] == two["status"] == "COMPLETED"
+    assert one["finished_at"] <= two["started_at"]
+    listed = httpx.get(f"{api.url}/executions", params={"thread_id": "busy"}).json()["items"]
+    assert sorted(e["execution_id"] for e in listed) == sorted([first, second])
+    after = submit(api, "slow", quick, thread_id="busy", multitask_strategy="reject")
+    assert wait(api, after)["status"] == "COMPLETED"
+
+
+def test_backpressure_answers_429_with_retry_after(fleet: Fleet) -> None:
+    """Past LG_DEPLOY_MAX_QUEUE_DEPTH, POST /execute answers 429 with Retry-After and
+    writes nothing."""
+    api = fleet.api(LG_DEPLOY_MAX_QUEUE_DEPTH="3")  # no worker: nothing drains the queue
+    accepted = [submit(api, "steps", {"text": str(i)}) for i in range(3)]
+    refused = post(api, "steps", {"text": "one too many"})
+    assert refused.status_code == 429
+    assert refused.headers["retry-after"].isdigit()
+    assert refused.json()["error"]["code"] == "queue_full"
+    assert refused.json()["error"]["details"] == {"depth": 3, "limit": 3}
+    listed = httpx.get(f"{api.url}/executions").json()["items"]
+    assert sorted(e["execution_id"] for e in listed) == sorted(accepted)
+
+
+def test_api_keys_protect_every_route_but_health(fleet: Fleet) -> None:
+    """With LG_DEPLOY_API_KEYS set, requests without a valid key get 401; Bearer and
+    X-Api-Key both work; /healthz and /readyz stay open."""
+    api = fleet.api(LG_DEPLOY_API_KEYS="k1,k2")
+    body = {"graph_id": "steps", "input": {"text": "x"}}
+    for headers in ({}, {"Authorization": "Bearer nope"}, {"X-Api-Key": "nope"}):
+        response = httpx.post(f"{api.url}/execute", json=body, headers=headers)
+        assert response.status_code == 401, headers
+        assert response.json()["error"]["code"] == "unauthorized"
+        assert response.headers["www-authenticate"] == "Bearer"
+    for path in ("/executions", "/graphs", "/openapi.json"):
+        assert httpx.get(f"{api.url}{path}").status_code == 401, path
+    assert httpx.get(f"{api.url}/executions").json()["error"]["code"] == "unauthorized"
+    ok = httpx.post(f"{api.url}/execute", json=body, headers={"Authorization": "Bearer k1"})
+    assert ok.status_code == 202
+    listed = httpx.get(f"{api.url}/executions", headers={"X-Api-Key": "k2"})
+    assert listed.status_code == 200
+    assert len(listed.json()["items"]) == 1
+    assert httpx.get(f"{api.url}/healthz").status_code == 200
+    assert httpx.get(f"{api.url}/readyz").status_code == 200

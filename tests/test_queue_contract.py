@@ -1,0 +1,163 @@
+"""The queue contract, run against memory:// and ARQ on a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from lg_deploy.core.errors import BackendUnavailable
+from lg_deploy.core.queue import Queue, open_queue
+from lg_deploy.core.queue.redis import RedisQueue
+from tests.conftest import unique_queue_name
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+async def queue(request: pytest.FixtureRequest) -> AsyncIterator[Queue]:
+    if request.param == "memory":
+        q = open_queue("memory://")
+    else:
+        url: str = request.getfixturevalue("redis_url")
+        q = open_queue(url, name=unique_queue_name(), poll_delay_s=0.02)
+    yield q
+    await q.close()
+
+
+class Recorder:
+    """A handler that records deliveries and how many ran at once."""
+
+    def __init__(self, hold_s: float = 0.0) -> None:
+        self.seen: list[uuid.UUID] = []
+        self.times: dict[uuid.UUID, float] = {}
+        self.running = 0
+        self.most_at_once = 0
+        self.hold_s = hold_s
+
+    async def __call__(self, execution_id: uuid.UUID) -> None:
+        self.running += 1
+        self.most_at_once = max(self.most_at_once, self.running)
+        self.seen.append(execution_id)
+        self.times[execution_id] = asyncio.get_running_loop().time()
+        await asyncio.sleep(self.hold_s)
+        self.running -= 1
+
+
+@contextlib.asynccontextmanager
+async def serving(queue: Queue, handler: Any, concurrency: int) -> AsyncIterator[asyncio.Event]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(queue.serve(handler, concurrency=concurrency, stop=stop))
+    try:
+        yield stop
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=10)
+
+
+async def until(condition: Any, timeout: float = 10) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_every_id_is_delivered_once_within_the_concurrency(queue: Queue) -> None:
+    """Twenty ids reach the handler exactly once each, never more than 3 at a time."""
+    ids = [uuid.uuid4() for _ in range(20)]
+    recorder = Recorder(hold_s=0.05)
+    async with serving(queue, recorder, concurrency=3):
+        for execution_id in ids:
+            await queue.enqueue(execution_id)
+        await until(lambda: len(recorder.seen) == 20 and recorder.running == 0)
+    assert sorted(recorder.seen) == sorted(ids)
+    assert recorder.most_at_once <= 3
+
+
+async def test_enqueueing_a_waiting_id_again_is_a_no_op(queue: Queue) -> None:
+    """The same id and attempt enqueued twice waits once and is delivered once."""
+    execution_id = uuid.uuid4()
+    await queue.enqueue(execution_id, attempt=1)
+    await queue.enqueue(execution_id, attempt=1)
+    assert await queue.depth() == 1
+    recorder = Recorder()
+    async with serving(queue, recorder, concurrency=2):
+        await until(lambda: recorder.seen == [execution_id])
+        await asyncio.sleep(0.3)
+    assert recorder.seen == [execution_id]
+
+
+async def test_a_delayed_id_is_not_delivered_early(queue: Queue) -> None:
+    """delay_s holds an id back for at least that long."""
+    recorder = Recorder()
+    late, now = uuid.uuid4(), uuid.uuid4()
+    async with serving(queue, recorder, concurrency=2):
+        start = asyncio.get_running_loop().time()
+        await queue.enqueue(late, delay_s=0.5)
+        await queue.enqueue(now)
+        await until(lambda: late in recorder.times)
+    assert recorder.times[late] - start >= 0.5
+    assert recorder.seen[0] == now
+
+
+async def test_cancel_notices_reach_subscribers(queue: Queue) -> None:
+    """An id published with publish_cancel arrives at every subscriber."""
+    received: list[uuid.UUID] = []
+
+    async def listen() -> None:
+        async for execution_id in queue.cancellations():
+            received.append(execution_id)
+
+    listeners = [asyncio.create_task(listen()) for _ in range(2)]
+    await asyncio.sleep(0.2)  # let the subscriptions start
+    execution_id = uuid.uuid4()
+    await queue.publish_cancel(execution_id)
+    await until(lambda: len(received) == 2)
+    for task in listeners:
+        task.cancel()
+    await asyncio.gather(*listeners, return_exceptions=True)
+    assert received == [execution_id, execution_id]
+
+
+async def test_serve_returns_after_stop_once_handlers_finish(queue: Queue) -> None:
+    """After stop, serve takes nothing new and returns when the handler in flight ends."""
+    recorder = Recorder(hold_s=0.3)
+    first, second = uuid.uuid4(), uuid.uuid4()
+    stop = asyncio.Event()
+    task = asyncio.create_task(queue.serve(recorder, concurrency=1, stop=stop))
+    await queue.enqueue(first)
+    await until(lambda: recorder.running == 1)
+    await queue.enqueue(second)
+    stop.set()
+    await asyncio.wait_for(task, timeout=10)
+    assert recorder.seen == [first]
+    assert recorder.running == 0
+
+
+async def test_redis_attempt_n_replaces_the_job_of_attempt_n_minus_1(redis_url: str) -> None:
+    """Enqueueing attempt 2 takes attempt 1's job (a dead worker's) off the queue."""
+    queue = RedisQueue(redis_url, queue_name=unique_queue_name())
+    try:
+        execution_id = uuid.uuid4()
+        await queue.enqueue(execution_id, attempt=1)
+        await queue.enqueue(execution_id, attempt=2)
+        assert await queue.depth() == 1
+    finally:
+        await queue.close()
+
+
+async def test_redis_down_is_backend_unavailable() -> None:
+    """Every queue operation against a Redis that is not there raises BackendUnavailable."""
+    queue = RedisQueue("redis://127.0.0.1:1/0", connect_timeout_s=1)
+    try:
+        with pytest.raises(BackendUnavailable):
+            await queue.ping()
+        with pytest.raises(BackendUnavailable):
+            await queue.enqueue(uuid.uuid4())
+        with pytest.raises(BackendUnavailable):
+            await queue.depth()
+    finally:
+        await queue.close()
