@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -422,17 +422,38 @@ def get_record(client: httpx.Client, execution_id: str) -> dict[str, Any]:
     return data
 
 
-def wait_settled(client: httpx.Client, execution_id: str, timeout_s: float) -> dict[str, Any]:
-    """Long-poll ``/executions/{id}/wait`` until the execution settles or ``timeout_s``."""
+def wait_settled(
+    client: httpx.Client,
+    execution_id: str,
+    timeout_s: float,
+    errors: Counter[str] | None = None,
+) -> dict[str, Any]:
+    """Long-poll ``/executions/{id}/wait`` until the execution settles or ``timeout_s``.
+
+    A failed request (a backend restarting under the API, say) is counted in ``errors`` and
+    tried again a quarter of a second later, until the deadline.
+    """
     deadline = time.perf_counter() + timeout_s
     record: dict[str, Any] = {}
     while (left := deadline - time.perf_counter()) > 0:
-        resp = client.get(
-            f"/executions/{execution_id}/wait",
-            params={"timeout": f"{min(WAIT_CHUNK_S, max(left, 0.1)):.1f}"},
-        )
-        resp.raise_for_status()
-        record = resp.json()
+        try:
+            resp = client.get(
+                f"/executions/{execution_id}/wait",
+                params={"timeout": f"{min(WAIT_CHUNK_S, max(left, 0.1)):.1f}"},
+            )
+            resp.raise_for_status()
+            record = resp.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            kind = (
+                f"HTTP {exc.response.status_code}"
+                if isinstance(exc, httpx.HTTPStatusError)
+                else type(exc).__name__
+            )
+            if errors is not None:
+                errors[kind] += 1
+            log(f"GET /executions/{execution_id}/wait failed ({kind}); trying again")
+            time.sleep(0.25)
+            continue
         if record.get("status") in SETTLED:
             return record
     return record
@@ -549,6 +570,7 @@ def phase_pickup(
     round_trips: list[float] = []
     statuses: Counter[str] = Counter()
     errors = ErrorTally("pickup")
+    wait_errors: Counter[str] = Counter()
     deadline = time.perf_counter() + args.phase_timeout
     timed_out = False
     with sync_client(fleet.api.url) as client:
@@ -561,7 +583,7 @@ def phase_pickup(
             try:
                 execution_id = submit(client, STEPS_BODY)
                 ids.add(execution_id)
-                record = wait_settled(client, execution_id, 30.0)
+                record = wait_settled(client, execution_id, 30.0, wait_errors)
             except (httpx.HTTPError, ValueError, BenchError) as exc:
                 errors.add(type(exc).__name__, str(exc))
                 continue
@@ -593,8 +615,11 @@ def phase_pickup(
         "statuses": dict(statuses.most_common()),
         "errors": errors.total,
         "error_samples": errors.samples,
+        "wait_errors": dict(wait_errors),
         "timed_out": timed_out,
     }
+    if wait_errors:
+        problems.append(f"pickup: failed /wait requests {dict(wait_errors)}")
     if errors.total or timed_out or len(waits) != args.pickup_samples:
         problems.append(f"pickup: {len(waits)} of {args.pickup_samples} samples measured")
     if set(statuses) - {"COMPLETED"}:
@@ -641,12 +666,14 @@ def recovery_round(
     recovered_s: float | None = None
     last: dict[str, Any] = before
     polls = 0
+    request_errors: Counter[str] = Counter()
     limit = killed_at + args.lease_s + args.reconcile_s + args.recovery_timeout
     while (now := time.perf_counter()) < limit:
         polls += 1
         try:
             last = get_record(client, execution_id)
         except (httpx.HTTPError, ValueError) as exc:
+            request_errors[type(exc).__name__] += 1
             log(f"round {number}: GET failed: {exc!r}")
         else:
             seen = time.perf_counter() - killed_at
@@ -671,7 +698,10 @@ def recovery_round(
             if taken_by is None:
                 time.sleep(0.05)
     final = wait_settled(
-        client, execution_id, args.slow_steps * args.slow_sleep + args.recovery_timeout
+        client,
+        execution_id,
+        args.slow_steps * args.slow_sleep + args.recovery_timeout,
+        request_errors,
     )
     output = final.get("output") if isinstance(final.get("output"), dict) else {}
     row: dict[str, Any] = {
@@ -687,6 +717,7 @@ def recovery_round(
         "final_status": final.get("status"),
         "steps_done": output.get("done") if isinstance(output, dict) else None,
         "polls": polls,
+        "request_errors": dict(request_errors),
     }
     log(
         f"round {number}: running again after {fmt(row['recovery_s'], 0, 3)} s on "
@@ -713,8 +744,14 @@ def phase_recovery(
             if time.perf_counter() >= deadline:
                 problems.append(f"recovery: stopped after {number - 1} rounds (--phase-timeout)")
                 break
-            row = recovery_round(fleet, client, number, args, ids)
+            try:
+                row = recovery_round(fleet, client, number, args, ids)
+            except (BenchError, httpx.HTTPError, ValueError) as exc:
+                problems.append(f"recovery round {number} aborted: {type(exc).__name__}: {exc}")
+                break
             rounds.append(row)
+            if row["request_errors"]:
+                problems.append(f"recovery round {number}: failed requests {row['request_errors']}")
             if row["recovery_s"] is None:
                 problems.append(f"recovery round {number}: never RUNNING again on another worker")
             elif row["taken_over_by"] is None:
@@ -926,19 +963,37 @@ def run(args: argparse.Namespace, result: dict[str, Any], fleet: Fleet) -> None:
     info["api_ready_s"] = round(ready_s, 3)
     log(f"API ready after {ready_s:.2f} s at {fleet.api.url}")
 
-    if not args.skip_throughput and args.executions > 0:
+    phases: list[tuple[str, Callable[[], None]]] = []
+
+    def throughput() -> None:
         rows = []
         for workers in (1, 2):
             row = phase_throughput(fleet, workers, args, problems, ids)
             row["submit_clients"] = args.submit_clients
             rows.append(row)
-        report["throughput"] = rows
+            report["throughput"] = rows
         one, two = rows[0]["executions_per_s"], rows[1]["executions_per_s"]
         report["throughput_ratio"] = round(two / one, 3) if one and two else None
-    if not args.skip_pickup and args.pickup_samples > 0:
+
+    def pickup() -> None:
         report["pickup"] = phase_pickup(fleet, args, problems, ids)
-    if not args.skip_recovery and args.kills > 0:
+
+    def recovery() -> None:
         report["recovery"] = phase_recovery(fleet, args, problems, ids)
+
+    if not args.skip_throughput and args.executions > 0:
+        phases.append(("throughput", throughput))
+    if not args.skip_pickup and args.pickup_samples > 0:
+        phases.append(("pickup", pickup))
+    if not args.skip_recovery and args.kills > 0:
+        phases.append(("recovery", recovery))
+    for name, phase in phases:
+        try:
+            phase()
+        except (BenchError, httpx.HTTPError, ValueError) as exc:
+            # The process start-up failures are BenchErrors too: the next phase tries again.
+            problems.append(f"{name} phase aborted: {type(exc).__name__}: {exc}")
+            log(f"{name} phase aborted: {exc}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -29,6 +29,7 @@ from lg_deploy.core.models import Execution
 from lg_deploy.core.queue import Queue
 from lg_deploy.core.states import Status
 from lg_deploy.core.store import Outcome, Store
+from lg_deploy.core.store.sql import is_database_outage
 from lg_deploy.worker.fencing import LeaseClock, fenced
 
 log = logging.getLogger("lg_deploy.worker")
@@ -59,23 +60,6 @@ class RetryPolicy:
 
     def delay_s(self, attempts_used: int) -> float:
         return min(self.backoff_s * 2 ** max(attempts_used - 1, 0), self.backoff_max_s)
-
-
-def is_database_outage(exc: BaseException) -> bool:
-    """A connection-level failure of the database under the checkpointer or the store."""
-    import psycopg
-    import psycopg_pool
-    import sqlalchemy.exc
-
-    return isinstance(
-        exc,
-        BackendUnavailable
-        | psycopg.OperationalError
-        | psycopg.InterfaceError
-        | psycopg_pool.PoolTimeout
-        | sqlalchemy.exc.OperationalError
-        | sqlalchemy.exc.InterfaceError,
-    )
 
 
 @dataclass

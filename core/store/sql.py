@@ -126,7 +126,7 @@ class SQLStore:
         except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError) as exc:
             raise BackendUnavailable("database", _short(exc)) from exc
         except sa.exc.DBAPIError as exc:
-            if exc.connection_invalidated:
+            if is_database_outage(exc):
                 raise BackendUnavailable("database", _short(exc)) from exc
             raise
         except (OSError, ConnectionError) as exc:
@@ -401,3 +401,32 @@ class SQLStore:
 def _short(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
     return text[0][:200] if text else type(exc).__name__
+
+
+def is_database_outage(exc: BaseException) -> bool:
+    """A failure of the database connection itself, not of the statement: refused,
+    dropped, or the server shutting down or starting (SQLSTATE classes 08 and 57P), from
+    SQLAlchemy (the store) or psycopg (the PostgreSQL checkpointer). A bare OSError is not
+    one: raised by a graph, it is the graph's own failure."""
+    import psycopg
+    import psycopg_pool
+
+    if isinstance(
+        exc,
+        BackendUnavailable
+        | psycopg.OperationalError
+        | psycopg.InterfaceError
+        | psycopg_pool.PoolTimeout
+        | sa.exc.OperationalError
+        | sa.exc.InterfaceError
+        | sa.exc.TimeoutError,
+    ):
+        return True
+    if isinstance(exc, sa.exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        for cause in (exc.orig, exc.orig.__cause__ if exc.orig else None):
+            code = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+            if isinstance(code, str) and code.startswith(("08", "57P")):
+                return True
+    return False

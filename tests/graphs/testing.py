@@ -40,3 +40,33 @@ _sync_slow.add_node("block", block)
 _sync_slow.add_edge(START, "block")
 _sync_slow.add_edge("block", END)
 sync_slow = _sync_slow.compile()
+
+
+class FlakyError(Exception):
+    """A failure the graph marks as worth retrying."""
+
+    retryable = True
+
+
+class FlakyState(TypedDict, total=False):
+    counter_file: str
+    failures: int
+    tries: int
+
+
+def flaky_step(state: FlakyState) -> FlakyState:
+    """Fails the first ``failures`` times it runs (counted in ``counter_file``)."""
+    with open(state["counter_file"], "a+") as counter:
+        counter.seek(0)
+        tries = len(counter.read().splitlines()) + 1
+        counter.write("try\n")
+    if tries <= state.get("failures", 1):
+        raise FlakyError(f"try {tries} failed")
+    return {"tries": tries}
+
+
+_flaky = StateGraph(FlakyState)
+_flaky.add_node("flaky_step", flaky_step)
+_flaky.add_edge(START, "flaky_step")
+_flaky.add_edge("flaky_step", END)
+flaky = _flaky.compile()

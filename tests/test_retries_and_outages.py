@@ -1,0 +1,146 @@
+"""Retries with backoff, and what the API answers when a backend is down."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+
+from lg_deploy.core.errors import LeaseLost
+from lg_deploy.core.graphs import GraphRegistry
+from lg_deploy.core.queue.redis import RedisQueue
+from lg_deploy.core.store import open_store
+from lg_deploy.core.store.migrate import migrate
+from lg_deploy.worker.fencing import LeaseClock, fenced
+from tests.conftest import make_settings, serve_in_process, submit, wait
+
+
+async def test_a_retryable_failure_is_retried_with_backoff_until_it_succeeds(
+    sqlite_url: str, registry: GraphRegistry, tmp_path: Path
+) -> None:
+    """An exception marked retryable is retried (backoff, each failure recorded) and the
+    execution completes on its third attempt."""
+    await migrate(sqlite_url)
+    settings = make_settings(sqlite_url, retry_backoff_s=0.1)
+    async with serve_in_process(settings, registry) as client:
+        counter = tmp_path / "tries.txt"
+        execution_id = await submit(
+            client, "flaky", {"counter_file": str(counter), "failures": 2}, max_attempts=3
+        )
+        record = await wait(client, execution_id)
+    assert record["status"] == "COMPLETED", record
+    assert record["output"]["tries"] == 3
+    assert record["attempts"] == 3
+    errors = record["attempt_errors"]
+    assert [(e["attempt"], e["type"], e["message"]) for e in errors] == [
+        (1, "FlakyError", "try 1 failed"),
+        (2, "FlakyError", "try 2 failed"),
+    ]
+
+
+async def test_retries_stop_at_max_attempts(
+    sqlite_url: str, registry: GraphRegistry, tmp_path: Path
+) -> None:
+    """A retryable failure that keeps failing is FAILED after max_attempts attempts."""
+    await migrate(sqlite_url)
+    settings = make_settings(sqlite_url, retry_backoff_s=0.05)
+    async with serve_in_process(settings, registry) as client:
+        counter = tmp_path / "tries.txt"
+        execution_id = await submit(
+            client, "flaky", {"counter_file": str(counter), "failures": 10}, max_attempts=2
+        )
+        record = await wait(client, execution_id)
+    assert record["status"] == "FAILED"
+    assert record["attempts"] == 2
+    assert record["error"] == {"type": "FlakyError", "message": "try 2 failed"}
+    assert len(record["attempt_errors"]) == 2
+    assert len(counter.read_text().splitlines()) == 2
+
+
+async def test_errors_the_operator_lists_are_retried_and_others_fail_at_once(
+    sqlite_url: str, registry: GraphRegistry
+) -> None:
+    """LG_DEPLOY_RETRY_ON names error types to retry; an unlisted, unmarked error fails
+    on its first attempt."""
+    await migrate(sqlite_url)
+    listed = make_settings(sqlite_url, retry_on="ValueError", retry_backoff_s=0.05)
+    async with serve_in_process(listed, registry) as client:
+        retried = await wait(client, await submit(client, "fail", {"message": "x"}))
+    assert retried["status"] == "FAILED"
+    assert retried["attempts"] == 3  # the server's default max_attempts
+    assert len(retried["attempt_errors"]) == 3
+    async with serve_in_process(make_settings(sqlite_url), registry) as client:
+        at_once = await wait(client, await submit(client, "fail", {"message": "y"}))
+    assert at_once["attempts"] == 1
+    assert len(at_once["attempt_errors"]) == 1
+
+
+async def test_database_down_answers_503_with_retry_after(
+    sqlite_url: str, registry: GraphRegistry
+) -> None:
+    """With the database unreachable, the API answers 503 backend_unavailable with
+    Retry-After at once, on writes, reads and readiness."""
+    await migrate(sqlite_url)
+    async with serve_in_process(make_settings(sqlite_url), registry, run_worker=False) as client:
+        runtime = client.app.state.runtime  # type: ignore[attr-defined]
+        dead = open_store("postgresql+asyncpg://nobody@127.0.0.1:1/none")
+        runtime.store = dead
+        try:
+            for method, path, body in (
+                ("POST", "/execute", {"graph_id": "steps", "input": {}}),
+                ("GET", "/executions", None),
+                ("GET", "/executions/01a21451-98b8-7000-b6e9-4c8bbd89783d", None),
+            ):
+                response = await client.request(method, path, json=body)
+                assert response.status_code == 503, (path, response.text)
+                assert response.headers["retry-after"].isdigit()
+                assert response.json()["error"]["code"] == "backend_unavailable"
+            ready = await client.get("/readyz")
+            assert ready.status_code == 503
+            assert ready.json()["checks"]["queue"] == "ok"
+            assert ready.json()["checks"]["database"] != "ok"
+        finally:
+            await dead.close()
+
+
+@pytest.mark.redis
+async def test_redis_down_submissions_are_accepted_and_reads_still_work(
+    sqlite_url: str, registry: GraphRegistry
+) -> None:
+    """With the queue down, POST /execute still commits the execution (202,
+    Enqueue-Deferred) for the reconciler to enqueue later, and reads work."""
+    await migrate(sqlite_url)
+    async with serve_in_process(make_settings(sqlite_url), registry, run_worker=False) as client:
+        runtime = client.app.state.runtime  # type: ignore[attr-defined]
+        runtime.queue = RedisQueue("redis://127.0.0.1:1/0", connect_timeout_s=1)
+        response = await client.post("/execute", json={"graph_id": "steps", "input": {}})
+        assert response.status_code == 202
+        assert response.headers["enqueue-deferred"] == "true"
+        execution_id = response.json()["execution_id"]
+        got = await client.get(f"/executions/{execution_id}")
+        assert got.status_code == 200
+        assert got.json()["status"] == "QUEUED"
+        assert (await client.get("/readyz")).status_code == 503
+        await runtime.queue.close()
+
+
+def test_fenced_checkpointer_refuses_writes_once_the_lease_may_have_passed() -> None:
+    """After the lease length passes without a renewal, checkpoint writes raise LeaseLost;
+    reads still work."""
+    clock = LeaseClock("e1", 1, lease_s=0.05)
+    saver = fenced(InMemorySaver(), clock)
+    config: Any = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+    asyncio.run(saver.aget_tuple(config))
+    clock.check()
+    time.sleep(0.06)
+    with pytest.raises(LeaseLost):
+        clock.check()
+    with pytest.raises(LeaseLost):
+        asyncio.run(saver.aput_writes(config, [("a", 1)], "task"))
+    assert asyncio.run(saver.aget_tuple(config)) is None
+    clock.renewed()
+    clock.check()
