@@ -851,10 +851,14 @@ def format_summary(result: dict[str, Any]) -> str:
             f"seen QUEUED again after a median {fmt(r['requeued_median_s'], 0, 2)} s",
         ]
         for row in r["rounds"]:
+            requeued = (
+                f"QUEUED at {row['requeued_after_s']:.2f} s"
+                if row["requeued_after_s"] is not None
+                else "QUEUED not seen"
+            )
             lines.append(
                 f"    round {row['round']}: killed {row['killed']} "
-                f"{row['killed_after_s']:.2f} s into the run, requeued "
-                f"{fmt(row['requeued_after_s'], 0, 2)} s, running again "
+                f"{row['killed_after_s']:.2f} s into the run; {requeued}, RUNNING again at "
                 f"{fmt(row['recovery_s'], 0, 2)} s on {row['taken_over_by']}, attempts "
                 f"{row['attempts_before']} -> {row['attempts_after']}, {row['final_status']} "
                 f"({row['steps_done']} steps)"

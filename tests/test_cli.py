@@ -1,0 +1,92 @@
+"""The lg-deploy command refuses bad configurations with one clear line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lg_deploy.api.cli import mask_url
+from tests.conftest import PG_ADMIN_URL, TEST_GRAPHS, PgAdmin
+from tests.processes import LG_DEPLOY
+
+
+def run(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(LG_DEPLOY), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={**os.environ, "LG_DEPLOY_CONFIG": str(TEST_GRAPHS), **env},
+    )
+
+
+def test_mask_url_hides_the_password_only() -> None:
+    """Logged URLs keep user, host and database but never the password."""
+    assert (
+        mask_url("postgresql+asyncpg://app:s3cret@db:5432/lg")
+        == "postgresql+asyncpg://app:***@db:5432/lg"
+    )
+    assert mask_url("redis://:hunter2@cache:6379/0") == "redis://:***@cache:6379/0"
+    assert mask_url("redis://cache:6379/0") == "redis://cache:6379/0"
+
+
+def test_an_unknown_database_scheme_names_the_schemes_that_work(tmp_path: Path) -> None:
+    """A database URL nobody serves fails at once, listing the supported schemes."""
+    result = run(["migrate"], tmp_path, LG_DEPLOY_DATABASE_URL="mysql://x@y/z")
+    assert result.returncode == 2
+    assert "no backend serves 'mysql://x@y/z'" in result.stderr
+    assert "sqlite+aiosqlite:///path" in result.stderr
+
+
+def test_worker_refuses_the_in_process_queue(tmp_path: Path) -> None:
+    """lg-deploy worker needs a shared queue and says so."""
+    result = run(["worker"], tmp_path, LG_DEPLOY_QUEUE_URL="memory://")
+    assert result.returncode == 2
+    assert "LG_DEPLOY_QUEUE_URL=redis://" in result.stderr
+
+
+@pytest.mark.postgres
+def test_worker_refuses_to_start_when_redis_stays_down(tmp_path: Path, pg_url: str) -> None:
+    """With Redis unreachable past the start-up retry, the worker exits 2 with one clear
+    line, after logging where it tried to connect (password masked)."""
+    masked_pg = pg_url.replace("postgres@", "postgres:pw@")
+    result = run(
+        ["worker"],
+        tmp_path,
+        LG_DEPLOY_DATABASE_URL=masked_pg,
+        LG_DEPLOY_QUEUE_URL="redis://:topsecret@127.0.0.1:1/0",
+        LG_DEPLOY_STARTUP_TIMEOUT_S="1",
+    )
+    assert result.returncode == 2, result.stderr
+    assert (
+        result.stderr.strip().splitlines()[-1].startswith("lg-deploy worker: queue is unavailable")
+    )
+    assert "redis://:***@127.0.0.1:1/0" in result.stderr
+    assert "topsecret" not in result.stderr
+    assert ":pw@" not in result.stderr
+
+
+@pytest.mark.postgres
+def test_api_refuses_an_unmigrated_database(
+    tmp_path: Path, pg_admin: PgAdmin, redis_url: str
+) -> None:
+    """lg-deploy api on a database that was never migrated says to run migrate."""
+    name = "lgd_unmigrated_cli"
+    pg_admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    pg_admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+        result = run(
+            ["api", "--port", "1"],
+            tmp_path,
+            LG_DEPLOY_DATABASE_URL=url,
+            LG_DEPLOY_QUEUE_URL=redis_url,
+        )
+    finally:
+        pg_admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    assert result.returncode == 2
+    assert "run `lg-deploy migrate` first" in result.stderr
