@@ -4,10 +4,11 @@ given as ``Authorization: Bearer <key>`` or ``X-Api-Key: <key>``."""
 from __future__ import annotations
 
 import hmac
-import json
 from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from lg_deploy.api.errors import send_error
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
@@ -32,25 +33,10 @@ class ApiKeys:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS or self._allowed(scope):
             await self.app(scope, receive, send)
             return
-        body = json.dumps(
-            {
-                "error": {
-                    "code": "unauthorized",
-                    "message": "a valid API key is required "
-                    "(Authorization: Bearer <key> or X-Api-Key: <key>)",
-                    "details": None,
-                }
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"www-authenticate", b"Bearer"),
-                ],
-            }
+        await send_error(
+            send,
+            401,
+            "unauthorized",
+            "a valid API key is required (Authorization: Bearer <key> or X-Api-Key: <key>)",
+            headers=[(b"www-authenticate", b"Bearer")],
         )
-        await send({"type": "http.response.body", "body": body})

@@ -13,10 +13,14 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 from lg_deploy.core.errors import LgDeployError
 from lg_deploy.core.settings import Settings
+
+if TYPE_CHECKING:
+    from lg_deploy.core.graphs import GraphRegistry
 
 log = logging.getLogger("lg_deploy")
 
@@ -40,19 +44,26 @@ def setup_logging(level: str) -> None:
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
+def load_graphs(settings: Settings) -> GraphRegistry:
+    """The registry of the configured langgraph.json, logged."""
+    from lg_deploy.core.graphs import find_config, load_registry
+
+    registry = load_registry(find_config(settings.config))
+    log.info("graphs: %s (from %s)", ", ".join(registry.graphs), registry.path)
+    return registry
+
+
 def cmd_dev(settings: Settings) -> int:
     import uvicorn
 
     from lg_deploy.api.app import create_app
-    from lg_deploy.core.graphs import find_config, load_registry
     from lg_deploy.core.store.migrate import migrate
 
     if not settings.queue_url.startswith("memory://"):
         log.warning("dev mode runs its own worker on the in-process queue; using memory://")
         settings = settings.model_copy(update={"queue_url": "memory://"})
     url = settings.resolved_database_url()
-    registry = load_registry(find_config(settings.config))
-    log.info("graphs: %s (from %s)", ", ".join(registry.graphs), registry.path)
+    registry = load_graphs(settings)
     log.info("database: %s", mask_url(url))
     asyncio.run(migrate(url))
     app = create_app(settings, registry, run_worker=True, drain_s=0.0)
@@ -104,15 +115,11 @@ def cmd_api(settings: Settings) -> int:
 
     import uvicorn
 
-    from lg_deploy.core.graphs import find_config, load_registry
-
-    config = find_config(settings.config)
-    registry = load_registry(config)
-    log.info("graphs: %s (from %s)", ", ".join(registry.graphs), registry.path)
+    registry = load_graphs(settings)
     _describe_backends(settings)
     asyncio.run(_preflight(settings))
     # Each server process builds its app from the environment: pass the flags on.
-    os.environ["LG_DEPLOY_CONFIG"] = str(config)
+    os.environ["LG_DEPLOY_CONFIG"] = str(registry.path)
     os.environ["LG_DEPLOY_DATABASE_URL"] = settings.resolved_database_url()
     log.info(
         "API on http://%s:%d with %d process(es)",
@@ -134,7 +141,6 @@ def cmd_api(settings: Settings) -> int:
 
 
 def cmd_worker(settings: Settings) -> int:
-    from lg_deploy.core.graphs import find_config, load_registry
     from lg_deploy.worker.main import run_worker
 
     if settings.queue_url.startswith("memory://"):
@@ -142,8 +148,7 @@ def cmd_worker(settings: Settings) -> int:
             "lg-deploy worker serves a shared queue: set LG_DEPLOY_QUEUE_URL=redis://... "
             "(for one process, use lg-deploy dev)"
         )
-    registry = load_registry(find_config(settings.config))
-    log.info("graphs: %s (from %s)", ", ".join(registry.graphs), registry.path)
+    registry = load_graphs(settings)
     _describe_backends(settings)
     asyncio.run(_preflight(settings))
     asyncio.run(run_worker(settings, registry))

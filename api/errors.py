@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -10,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Send
 
 from lg_deploy.api.schemas import ErrorResponse
 from lg_deploy.core.errors import (
@@ -41,6 +43,30 @@ def error_response(
 ) -> JSONResponse:
     body = {"error": {"code": code, "message": message, "details": details}}
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def send_error(
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    details: Any = None,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """The error body from pure ASGI middleware, which answers before FastAPI runs."""
+    body = json.dumps({"error": {"code": code, "message": message, "details": details}}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def responses(*codes: int) -> dict[int | str, dict[str, Any]]:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from lg_deploy.api.errors import send_error
 
 
 class BodyLimit:
@@ -48,24 +48,11 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, send: Send) -> None:
-        body = json.dumps(
-            {
-                "error": {
-                    "code": "payload_too_large",
-                    "message": f"the request body is over the limit of {self.max_bytes} bytes",
-                    "details": {"limit_bytes": self.max_bytes},
-                }
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
+        await send_error(
+            send,
+            413,
+            "payload_too_large",
+            f"the request body is over the limit of {self.max_bytes} bytes",
+            {"limit_bytes": self.max_bytes},
+            headers=[(b"connection", b"close")],
         )
-        await send({"type": "http.response.body", "body": body})

@@ -9,9 +9,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Self
+from typing import Any, Protocol, Self
 
 import httpx
 
@@ -187,3 +187,40 @@ def running(*processes: Process) -> Iterator[None]:
     finally:
         for process in processes:
             process.stop()
+
+
+class HasUrl(Protocol):
+    url: str
+
+
+def submit(server: HasUrl, graph_id: str, input: Any = None, **body: Any) -> str:
+    """POST /execute and return the new execution's id (202 expected)."""
+    response = httpx.post(
+        f"{server.url}/execute", json={"graph_id": graph_id, "input": input, **body}, timeout=10
+    )
+    assert response.status_code == 202, response.text
+    execution_id: str = response.json()["execution_id"]
+    return execution_id
+
+
+def wait(server: HasUrl, execution_id: str, timeout: float = 60) -> dict[str, Any]:
+    """GET /executions/{id}/wait: the record once terminal or interrupted."""
+    response = httpx.get(
+        f"{server.url}/executions/{execution_id}/wait",
+        params={"timeout": timeout},
+        timeout=timeout + 10,
+    )
+    assert response.status_code == 200, response.text
+    found: dict[str, Any] = response.json()
+    return found
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 30, what: str = "it") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} not reached in {timeout} s"
+        time.sleep(0.02)

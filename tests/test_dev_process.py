@@ -4,44 +4,11 @@ restart, and Ctrl-C."""
 from __future__ import annotations
 
 import signal
-import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
-
-import httpx
 
 from tests.conftest import TEST_GRAPHS
-from tests.processes import DevServer, running
-
-
-def submit(server: DevServer, graph_id: str, input: Any) -> str:
-    response = httpx.post(f"{server.url}/execute", json={"graph_id": graph_id, "input": input})
-    assert response.status_code == 202, response.text
-    execution_id: str = response.json()["execution_id"]
-    return execution_id
-
-
-def wait(server: DevServer, execution_id: str, timeout: float = 30) -> dict[str, Any]:
-    response = httpx.get(
-        f"{server.url}/executions/{execution_id}/wait",
-        params={"timeout": timeout},
-        timeout=timeout + 5,
-    )
-    assert response.status_code == 200, response.text
-    record: dict[str, Any] = response.json()
-    return record
-
-
-def lines(path: Path) -> list[str]:
-    return path.read_text().splitlines() if path.exists() else []
-
-
-def wait_for_lines(path: Path, count: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while len(lines(path)) < count:
-        assert time.monotonic() < deadline, f"{path} has {lines(path)}"
-        time.sleep(0.02)
+from tests.processes import DevServer, lines, running, submit, wait, wait_until
 
 
 def test_sigkill_mid_execution_then_restart_resumes_from_the_checkpoint(tmp_path: Path) -> None:
@@ -59,7 +26,7 @@ def test_sigkill_mid_execution_then_restart_resumes_from_the_checkpoint(tmp_path
         execution_id = submit(
             first, "slow", {"steps": 6, "sleep_s": 0.4, "marker_file": str(marker)}
         )
-        wait_for_lines(marker, 2)
+        wait_until(lambda: len(lines(marker)) >= 2, what="two steps")
         first.signal(signal.SIGKILL)
         first.wait(10)
         before_kill = lines(marker)
@@ -90,7 +57,7 @@ def test_ctrl_c_stops_cleanly_and_hands_the_execution_back(tmp_path: Path) -> No
         execution_id = submit(
             first, "slow", {"steps": 4, "sleep_s": 0.4, "marker_file": str(marker)}
         )
-        wait_for_lines(marker, 1)
+        wait_until(lambda: len(lines(marker)) >= 1, what="a step")
         first.signal(signal.SIGINT)
         assert first.wait(15) == 0, first.log_tail()
         assert "handed back to the queue" in first.log_tail(80)

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import TEST_GRAPHS, PgAdmin, fresh_database, unique_queue_name
-from tests.processes import Fleet, Process
+from tests.processes import Fleet, Process, lines, submit, wait, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -47,38 +47,9 @@ def post(api: Any, graph_id: str, input: Any = None, **body: Any) -> httpx.Respo
     )
 
 
-def submit(api: Any, graph_id: str, input: Any = None, **body: Any) -> str:
-    response = post(api, graph_id, input, **body)
-    assert response.status_code == 202, response.text
-    execution_id: str = response.json()["execution_id"]
-    return execution_id
-
-
 def record(api: Any, execution_id: str) -> dict[str, Any]:
     found: dict[str, Any] = httpx.get(f"{api.url}/executions/{execution_id}", timeout=10).json()
     return found
-
-
-def wait(api: Any, execution_id: str, timeout: float = 60) -> dict[str, Any]:
-    response = httpx.get(
-        f"{api.url}/executions/{execution_id}/wait",
-        params={"timeout": timeout},
-        timeout=timeout + 10,
-    )
-    assert response.status_code == 200, response.text
-    found: dict[str, Any] = response.json()
-    return found
-
-
-def wait_until(condition: Any, timeout: float = 30, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} not reached in {timeout} s"
-        time.sleep(0.05)
-
-
-def lines(path: Path) -> list[str]:
-    return path.read_text().splitlines() if path.exists() else []
 
 
 def owner_pid(pg_url: str, execution_id: str) -> int | None:
