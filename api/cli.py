@@ -115,6 +115,7 @@ def cmd_api(settings: Settings) -> int:
 
     import uvicorn
 
+    require_shared_queue(settings, "api")
     registry = load_graphs(settings)
     _describe_backends(settings)
     asyncio.run(_preflight(settings))
@@ -140,14 +141,19 @@ def cmd_api(settings: Settings) -> int:
     return 0
 
 
+def require_shared_queue(settings: Settings, command: str) -> None:
+    """api and worker processes meet only through a shared queue."""
+    if settings.queue_url.startswith("memory://"):
+        raise ConfigurationError(
+            f"lg-deploy {command} needs a shared queue: set LG_DEPLOY_QUEUE_URL=redis://... "
+            "(for one process, use lg-deploy dev)"
+        )
+
+
 def cmd_worker(settings: Settings) -> int:
     from lg_deploy.worker.main import run_worker
 
-    if settings.queue_url.startswith("memory://"):
-        raise ConfigurationError(
-            "lg-deploy worker serves a shared queue: set LG_DEPLOY_QUEUE_URL=redis://... "
-            "(for one process, use lg-deploy dev)"
-        )
+    require_shared_queue(settings, "worker")
     registry = load_graphs(settings)
     _describe_backends(settings)
     asyncio.run(_preflight(settings))

@@ -58,7 +58,10 @@ async def open_runtime(
     url = settings.resolved_database_url()
     store = open_store(url)
     queue = open_queue(
-        settings.queue_url, name=settings.queue_name, poll_delay_s=settings.queue_poll_s
+        settings.queue_url,
+        name=settings.queue_name,
+        poll_delay_s=settings.queue_poll_s,
+        read_limit=settings.queue_read_limit,
     )
     try:
         await wait_for_backends(store, queue, settings.startup_timeout_s)

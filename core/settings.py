@@ -47,6 +47,13 @@ class Settings(BaseSettings):
     queue_poll_s: float = Field(
         default=0.05, gt=0, description="How often an idle worker looks for new work (Redis)."
     )
+    queue_read_limit: int = Field(
+        default=1000,
+        ge=1,
+        description="Jobs a worker reads from the head of the queue per poll (Redis). Running "
+        "jobs stay at the head, so keep it above the executions running fleet-wide "
+        "(workers x concurrency), or idle workers see no new work.",
+    )
     max_queue_depth: int = Field(
         default=10000,
         ge=0,

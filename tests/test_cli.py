@@ -42,10 +42,12 @@ def test_an_unknown_database_scheme_names_the_schemes_that_work(tmp_path: Path) 
     assert "sqlite+aiosqlite:///path" in result.stderr
 
 
-def test_worker_refuses_the_in_process_queue(tmp_path: Path) -> None:
-    """lg-deploy worker needs a shared queue and says so."""
-    result = run(["worker"], tmp_path, LG_DEPLOY_QUEUE_URL="memory://")
+@pytest.mark.parametrize("command", ["api", "worker"])
+def test_api_and_worker_refuse_the_in_process_queue(tmp_path: Path, command: str) -> None:
+    """lg-deploy api and worker need a shared queue and say so."""
+    result = run([command], tmp_path, LG_DEPLOY_QUEUE_URL="memory://")
     assert result.returncode == 2
+    assert f"lg-deploy {command} needs a shared queue" in result.stderr
     assert "LG_DEPLOY_QUEUE_URL=redis://" in result.stderr
 
 

@@ -10,7 +10,13 @@ SCHEMES = ("memory://", "redis://host:port/db", "rediss://host:port/db")
 __all__ = ["SCHEMES", "Handler", "Queue", "open_queue"]
 
 
-def open_queue(url: str, *, name: str = "lg-deploy:queue", poll_delay_s: float = 0.05) -> Queue:
+def open_queue(
+    url: str,
+    *,
+    name: str = "lg-deploy:queue",
+    poll_delay_s: float = 0.05,
+    read_limit: int = 1000,
+) -> Queue:
     """The queue for ``url``; the caller closes it. Nothing connects before first use."""
     if url.startswith("memory://"):
         from lg_deploy.core.queue.memory import MemoryQueue
@@ -19,5 +25,7 @@ def open_queue(url: str, *, name: str = "lg-deploy:queue", poll_delay_s: float =
     if url.startswith(("redis://", "rediss://", "unix://")):
         from lg_deploy.core.queue.redis import RedisQueue
 
-        return RedisQueue(url, queue_name=name, poll_delay_s=poll_delay_s)
+        return RedisQueue(
+            url, queue_name=name, poll_delay_s=poll_delay_s, queue_read_limit=read_limit
+        )
     raise UnknownBackend(url, SCHEMES)
