@@ -35,6 +35,7 @@ log = logging.getLogger("lg_deploy.api")
 router = APIRouter()
 
 MAX_WAIT_S = 300.0
+NO_NUL = r"^[^\x00]*$"
 
 
 def _parse_id(execution_id: str) -> uuid.UUID:
@@ -131,8 +132,8 @@ async def _check_backpressure(queue: Queue, store: Store, limit: int) -> None:
 async def list_executions(
     store: StoreDep,
     status_: Annotated[Status | None, Query(alias="status")] = None,
-    graph_id: Annotated[str | None, Query(max_length=200)] = None,
-    thread_id: Annotated[str | None, Query(max_length=200)] = None,
+    graph_id: Annotated[str | None, Query(max_length=200, pattern=NO_NUL)] = None,
+    thread_id: Annotated[str | None, Query(max_length=200, pattern=NO_NUL)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     cursor: Annotated[
         uuid.UUID | None, Query(description="next_cursor of the previous page")

@@ -6,12 +6,16 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from lg_deploy.core.jsonable import find_unstorable
 from lg_deploy.core.models import Execution
 from lg_deploy.core.states import Status
 
 MAX_TIMEOUT_S = 7 * 24 * 3600
+RESERVED_CONFIGURABLE = frozenset(
+    {"thread_id", "checkpoint_id", "checkpoint_ns", "checkpoint_map", "checkpoint_during"}
+)
 
 
 class ExecuteRequest(BaseModel):
@@ -47,11 +51,53 @@ class ExecuteRequest(BaseModel):
         "it (enqueue) or answer 409 thread_busy (reject).",
     )
 
+    @field_validator("graph_id", "thread_id")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:
+            raise ValueError("must not contain a NUL character")
+        return value
+
+    @field_validator("input", "config", "metadata")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        if problem := find_unstorable(value):
+            raise ValueError(problem)
+        return value
+
+    @field_validator("config")
+    @classmethod
+    def _no_reserved_config(cls, config: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The thread and the checkpoints are lg-deploy's to choose: a caller's choice
+        would break resuming after a crash."""
+        if config is None:
+            return None
+        for key in ("configurable", "metadata"):
+            if key in config and not isinstance(config[key], dict):
+                raise ValueError(f"config.{key} must be an object")
+        configurable = config.get("configurable") or {}
+        reserved = sorted(
+            k for k in configurable if k in RESERVED_CONFIGURABLE or k.startswith("__")
+        )
+        if reserved:
+            raise ValueError(
+                f"config.configurable may not set {', '.join(reserved)}: lg-deploy manages "
+                "threads and checkpoints (use thread_id)"
+            )
+        return config
+
 
 class ResumeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     resume: Any = Field(description="The value the paused interrupt() returns.")
+
+    @field_validator("resume")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        if problem := find_unstorable(value):
+            raise ValueError(problem)
+        return value
 
 
 class ExecutionError(BaseModel):
@@ -105,8 +151,10 @@ class ExecutionOut(BaseModel):
             input=execution.input,
             output=execution.output,
             error=ExecutionError.model_validate(execution.error) if execution.error else None,
+            # Kept after a resume (they say which interrupts the value answers), shown
+            # only while the execution waits for an answer.
             interrupts=[Interrupt.model_validate(i) for i in execution.interrupts]
-            if execution.interrupts is not None
+            if execution.interrupts is not None and execution.status is Status.INTERRUPTED
             else None,
             config=execution.config,
             metadata=execution.meta,

@@ -79,8 +79,8 @@ class Settings(BaseSettings):
     retry_backoff_max_s: float = Field(default=60.0, ge=0, description="Longest retry wait.")
     api_keys: str = Field(
         default="",
-        description="Comma-separated keys; when set, every route but /healthz, /readyz and "
-        "/metrics needs one (Authorization: Bearer or X-Api-Key).",
+        description="Comma-separated keys; when set, every route but /healthz and /readyz "
+        "needs one (Authorization: Bearer or X-Api-Key).",
     )
     api_workers: int = Field(default=1, ge=1, description="API server processes (lg-deploy api).")
     startup_timeout_s: float = Field(

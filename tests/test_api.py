@@ -358,3 +358,48 @@ async def test_openapi_documents_every_route_and_error(sqlite_client: httpx.Asyn
         "ErrorResponse"
     )
     assert "ErrorBody" in spec["components"]["schemas"]
+
+
+async def test_values_a_database_refuses_are_422_not_500(client: httpx.AsyncClient) -> None:
+    """NUL characters and non-finite numbers (which PostgreSQL refuses) are 422 on both
+    stores, in the body and in list filters; nothing is written."""
+    bodies = [
+        b'{"graph_id": "steps", "input": {"text": "a\\u0000b"}}',
+        b'{"graph_id": "steps", "input": {"n": NaN}}',
+        b'{"graph_id": "steps", "input": {"n": Infinity}}',
+        b'{"graph_id": "steps", "input": {}, "thread_id": "t\\u0000"}',
+        b'{"graph_id": "steps", "input": {}, "metadata": {"k\\u0000": 1}}',
+    ]
+    for body in bodies:
+        response = await client.post(
+            "/execute", content=body, headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 422, (body, response.text)
+        assert response.json()["error"]["code"] == "validation_error"
+    listed = await client.get("/executions", params={"thread_id": "a\x00b"})
+    assert listed.status_code == 422
+    await _nothing_written(client)
+
+
+async def test_config_may_not_choose_the_thread_or_checkpoint(
+    sqlite_client: httpx.AsyncClient,
+) -> None:
+    """config.configurable may not set thread_id, checkpoint keys or LangGraph internals,
+    and configurable/metadata must be objects: 422, nothing written."""
+    for config in (
+        {"configurable": {"checkpoint_id": "x"}},
+        {"configurable": {"thread_id": "x"}},
+        {"configurable": {"__pregel_durability": "exit"}},
+        {"configurable": "x"},
+        {"metadata": [1]},
+    ):
+        response = await sqlite_client.post(
+            "/execute", json={"graph_id": "steps", "input": {}, "config": config}
+        )
+        assert response.status_code == 422, config
+    ok = await sqlite_client.post(
+        "/execute",
+        json={"graph_id": "steps", "input": {"text": "x"}, "config": {"configurable": {"k": 1}}},
+    )
+    assert ok.status_code == 202
+    assert (await wait(sqlite_client, ok.json()["execution_id"]))["status"] == "COMPLETED"

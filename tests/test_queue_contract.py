@@ -149,6 +149,29 @@ async def test_redis_attempt_n_replaces_the_job_of_attempt_n_minus_1(redis_url: 
         await queue.close()
 
 
+async def test_redis_revive_frees_a_job_a_dead_worker_left_in_progress(redis_url: str) -> None:
+    """A job whose in-progress mark outlived its worker (killed between taking the job and
+    claiming the execution) is delivered again once the reconciler revives it."""
+    import redis.asyncio as aioredis
+
+    queue = RedisQueue(redis_url, queue_name=unique_queue_name(), poll_delay_s=0.02)
+    execution_id = uuid.uuid4()
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        await queue.enqueue(execution_id, attempt=1)
+        # What ARQ's worker sets when it takes a job (arq.constants.in_progress_key_prefix).
+        await client.set(f"arq:in-progress:{execution_id}:1", b"1", ex=3600)
+        recorder = Recorder()
+        async with serving(queue, recorder, concurrency=1):
+            await asyncio.sleep(0.3)
+            assert recorder.seen == []  # stuck behind the stale mark
+            await queue.enqueue(execution_id, attempt=1, revive=True)
+            await until(lambda: recorder.seen == [execution_id])
+    finally:
+        await client.aclose()
+        await queue.close()
+
+
 async def test_redis_down_is_backend_unavailable() -> None:
     """Every queue operation against a Redis that is not there raises BackendUnavailable."""
     queue = RedisQueue("redis://127.0.0.1:1/0", connect_timeout_s=1)

@@ -131,7 +131,7 @@ async def test_redis_down_submissions_are_accepted_and_reads_still_work(
 def test_fenced_checkpointer_refuses_writes_once_the_lease_may_have_passed() -> None:
     """After the lease length passes without a renewal, checkpoint writes raise LeaseLost;
     reads still work."""
-    clock = LeaseClock("e1", 1, lease_s=0.05)
+    clock = LeaseClock("e1", 1, lease_s=0.05, claimed_at=time.monotonic())
     saver = fenced(InMemorySaver(), clock)
     config: Any = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
     asyncio.run(saver.aget_tuple(config))
@@ -142,5 +142,5 @@ def test_fenced_checkpointer_refuses_writes_once_the_lease_may_have_passed() -> 
     with pytest.raises(LeaseLost):
         asyncio.run(saver.aput_writes(config, [("a", 1)], "task"))
     assert asyncio.run(saver.aget_tuple(config)) is None
-    clock.renewed()
+    clock.renewed(time.monotonic())
     clock.check()

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from lg_deploy.core.errors import IdempotencyConflict, InvalidTransition, NotFound
+from lg_deploy.core.errors import IdempotencyConflict, InvalidTransition, NotFound, ThreadBusy
 from lg_deploy.core.ids import new_execution_id
 from lg_deploy.core.models import Execution, utcnow
 from lg_deploy.core.states import Status
@@ -67,6 +67,26 @@ async def test_idempotency_key_with_another_request_conflicts(store: Store) -> N
     with pytest.raises(IdempotencyConflict):
         await store.create(new(idempotency_key="k1", request_hash="h2"))
     assert len((await store.list_executions()).items) == 1
+
+
+async def test_idempotent_retry_on_a_busy_thread_returns_the_first_execution(
+    store: Store,
+) -> None:
+    """With reject_if_thread_busy, a retry of the accepted request (same key and hash)
+    returns the first execution instead of ThreadBusy; another request is ThreadBusy."""
+    first = new("t", idempotency_key="k", request_hash="h")
+    await store.create(first, reject_if_thread_busy=True)
+    again, created = await store.create(
+        new("t", idempotency_key="k", request_hash="h"), reject_if_thread_busy=True
+    )
+    assert not created
+    assert again.execution_id == first.execution_id
+    with pytest.raises(ThreadBusy):
+        await store.create(new("t"), reject_if_thread_busy=True)
+    with pytest.raises(IdempotencyConflict):
+        await store.create(
+            new("t", idempotency_key="k", request_hash="other"), reject_if_thread_busy=True
+        )
 
 
 async def test_list_pages_newest_first_with_filters(store: Store) -> None:

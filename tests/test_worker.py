@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from lg_deploy.core.checkpoint import open_checkpointer
+from lg_deploy.core.errors import BackendUnavailable
 from lg_deploy.core.graphs import GraphRegistry
 from lg_deploy.core.ids import new_execution_id
 from lg_deploy.core.models import Execution, utcnow
@@ -195,3 +196,76 @@ async def test_stop_hands_running_executions_back(
     record = await store.get(execution.execution_id)
     assert record.status is Status.QUEUED
     assert record.lease_owner is None
+
+
+class FinishFailsOnce:
+    """A store whose first finish() fails as if the database dropped: the attempt's
+    result is lost, as when a worker dies right after its graph returned."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.failed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def finish(self, *args: Any, **kwargs: Any) -> bool:
+        if not self.failed:
+            self.failed = True
+            raise BackendUnavailable("database", "dropped")
+        return await self._store.finish(*args, **kwargs)
+
+
+async def test_a_resume_value_never_answers_a_later_interrupt(
+    store: Store, registry: GraphRegistry, checkpointer: Any
+) -> None:
+    """Resumed past its first interrupt, the graph asks a second question and the result
+    is lost; the next attempt asks the second question again instead of answering it
+    with the first answer."""
+    execution = await add(store, "two_questions", {})
+    await runner_for(store, registry, checkpointer).run(execution.execution_id)
+    assert (await store.get(execution.execution_id)).status is Status.INTERRUPTED
+    await store.resume(execution.execution_id, "first answer")
+
+    flaky = FinishFailsOnce(store)
+    await runner_for(flaky, registry, checkpointer).run(execution.execution_id)
+    assert flaky.failed
+    assert (await store.get(execution.execution_id)).status is Status.RUNNING
+    await store.requeue_expired(utcnow() + timedelta(hours=1))
+
+    await runner_for(store, registry, checkpointer).run(execution.execution_id)
+    paused = await store.get(execution.execution_id)
+    assert paused.status is Status.INTERRUPTED
+    assert [i["value"] for i in paused.interrupts or []] == ["second question"]
+    assert paused.output == {"first": "first answer"}
+
+
+async def test_a_graphs_own_database_error_fails_the_execution(
+    store: Store, registry: GraphRegistry, checkpointer: Any
+) -> None:
+    """An OperationalError raised by the graph's own database is the graph's failure:
+    FAILED on the first attempt, not handed back as if lg-deploy's database were down."""
+    execution = await add(store, "odd", {"kind": "own_database"})
+    await runner_for(store, registry, checkpointer).run(execution.execution_id)
+    failed = await store.get(execution.execution_id)
+    assert failed.status is Status.FAILED
+    assert failed.error is not None and failed.error["type"] == "OperationalError"
+    assert (failed.attempt, failed.handbacks) == (1, 0)
+
+
+async def test_results_the_database_would_refuse_are_stored_cleaned(
+    store: Store, registry: GraphRegistry, checkpointer: Any
+) -> None:
+    """NaN in an output and NUL in an error message (refused by PostgreSQL's JSONB) are
+    stored as null and U+FFFD instead of leaving the execution RUNNING."""
+    output = await add(store, "odd", {"kind": "values"})
+    error = await add(store, "odd", {"kind": "nul_error"})
+    runner = runner_for(store, registry, checkpointer)
+    await runner.run(output.execution_id)
+    await runner.run(error.execution_id)
+    done = await store.get(output.execution_id)
+    assert done.status is Status.COMPLETED
+    assert done.output == {"kind": "values", "values": [None, 1.5]}
+    failed = await store.get(error.execution_id)
+    assert failed.status is Status.FAILED
+    assert failed.error == {"type": "ValueError", "message": "bad\ufffdbyte"}

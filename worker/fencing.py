@@ -1,23 +1,30 @@
-"""Checkpoint writes fenced on the lease, so a zombie worker cannot move a thread back.
+"""The checkpointer as one attempt sees it: writes fenced on the lease, and failures of
+its database told apart from the graph's own.
 
 A worker paused past its lease (SIGSTOP, a long GC, a frozen VM) may wake up in the middle
 of a step and write a checkpoint after another worker finished the execution; that stale
 checkpoint would become the thread's newest. Before every checkpoint write, the attempt's
 lease is checked against the local clock: past the last renewal plus the lease length,
 another worker may own the execution, and the write is refused with ``LeaseLost``.
+
+A connection failure inside the saver becomes ``BackendUnavailable``: the attempt is
+handed back, not failed. The same exception types raised by the graph's own code (its own
+database) stay the graph's failure.
 """
 
 from __future__ import annotations
 
 import copy
 import inspect
+import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
-from lg_deploy.core.errors import LeaseLost
+from lg_deploy.core.errors import BackendUnavailable, LeaseLost
+from lg_deploy.core.store.sql import is_database_outage
 
 S = TypeVar("S", bound=BaseCheckpointSaver)
 
@@ -25,15 +32,17 @@ S = TypeVar("S", bound=BaseCheckpointSaver)
 class LeaseClock:
     """When the current attempt's lease ends, by this process's monotonic clock."""
 
-    def __init__(self, execution_id: str, attempt: int, lease_s: float) -> None:
+    def __init__(self, execution_id: str, attempt: int, lease_s: float, claimed_at: float) -> None:
         self.execution_id = execution_id
         self.attempt = attempt
         self.lease_s = lease_s
-        self.renewed_at = time.monotonic()
+        self.renewed_at = claimed_at
         self.lost = False
 
-    def renewed(self) -> None:
-        self.renewed_at = time.monotonic()
+    def renewed(self, asked_at: float) -> None:
+        """The store renewed the lease in a call made at ``asked_at`` (monotonic): the
+        lease counts from when the call left, not from when it came back."""
+        self.renewed_at = asked_at
 
     def held(self) -> bool:
         return not self.lost and time.monotonic() - self.renewed_at < self.lease_s
@@ -43,26 +52,49 @@ class LeaseClock:
             raise LeaseLost(self.execution_id, self.attempt)
 
 
+WRITES = ("aput", "aput_writes", "adelete_thread", "adelete_for_runs", "acopy_thread", "aprune")
+READS = ("aget", "aget_tuple", "aget_delta_channel_history")
+
+
 def fenced(saver: S, clock: LeaseClock) -> S:
-    """A view of ``saver`` (sharing its connections) whose writes first check ``clock``."""
+    """A view of ``saver`` (sharing its connections) for one attempt."""
     view = copy.copy(saver)
-    for name in ("aput", "aput_writes", "put", "put_writes"):
-        setattr(view, name, _guarded(getattr(saver, name), clock))
+    for name in WRITES + READS:
+        method = getattr(saver, name, None)
+        if method is not None and inspect.iscoroutinefunction(method):
+            setattr(view, name, _guarded(method, clock if name in WRITES else None))
+    setattr(view, "alist", _guarded_list(saver.alist))  # noqa: B010 (an async generator)
     return view
 
 
-def _guarded(method: Callable[..., Any], clock: LeaseClock) -> Callable[..., Any]:
-    if inspect.iscoroutinefunction(method):
-
-        async def guarded_async(*args: Any, **kwargs: Any) -> Any:
+def _guarded(method: Callable[..., Awaitable[Any]], clock: LeaseClock | None) -> Any:
+    async def guarded(*args: Any, **kwargs: Any) -> Any:
+        if clock is not None:
             clock.check()
-            result: Awaitable[Any] = method(*args, **kwargs)
-            return await result
-
-        return guarded_async
-
-    def guarded(*args: Any, **kwargs: Any) -> Any:
-        clock.check()
-        return method(*args, **kwargs)
+        try:
+            return await method(*args, **kwargs)
+        except Exception as exc:
+            if (translated := _translated(exc)) is exc:
+                raise
+            raise translated from exc
 
     return guarded
+
+
+def _guarded_list(method: Callable[..., AsyncIterator[Any]]) -> Any:
+    async def guarded(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        try:
+            async for item in method(*args, **kwargs):
+                yield item
+        except Exception as exc:
+            if (translated := _translated(exc)) is exc:
+                raise
+            raise translated from exc
+
+    return guarded
+
+
+def _translated(exc: Exception) -> Exception:
+    if is_database_outage(exc) or isinstance(exc, sqlite3.OperationalError | OSError):
+        return BackendUnavailable("database", str(exc).splitlines()[0][:200] if str(exc) else "")
+    return exc

@@ -1,8 +1,8 @@
 """``lg-deploy worker``: a worker process of the fleet, until SIGTERM or SIGINT.
 
 The first signal stops taking work and lets running executions finish for ``drain_s``
-seconds, then hands the rest back to the queue (no attempt is used up); a second signal
-hands them back at once.
+seconds, then hands the rest back to the queue (no attempt is used up); a second signal,
+at any time until the worker has stopped, hands them back at once.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import asyncio
 import logging
 import signal
 
-from lg_deploy.api.runtime import open_runtime
+from lg_deploy.api.runtime import Runtime, open_runtime
 from lg_deploy.core.graphs import GraphRegistry
 from lg_deploy.core.settings import Settings
 from lg_deploy.worker.runner import StopReason
@@ -22,25 +22,31 @@ log = logging.getLogger("lg_deploy.worker")
 async def run_worker(settings: Settings, registry: GraphRegistry) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    async with open_runtime(settings, registry, run_worker=True, drain_s=settings.drain_s) as rt:
-        assert rt.worker is not None
+    running: list[Runtime] = []
 
-        def on_signal(signum: int) -> None:
-            if not stop.is_set():
-                log.info(
-                    "%s: finishing running executions (up to %.0f s), then stopping",
-                    signal.Signals(signum).name,
-                    settings.drain_s,
-                )
-                stop.set()
-            else:
-                log.info("second signal: handing running executions back now")
-                rt.worker.runner.stop_all(StopReason.SHUTDOWN)  # type: ignore[union-attr]
+    def on_signal(signum: int) -> None:
+        if not stop.is_set():
+            log.info(
+                "%s: finishing running executions (up to %.0f s), then stopping",
+                signal.Signals(signum).name,
+                settings.drain_s,
+            )
+            stop.set()
+            return
+        log.info("second signal: handing running executions back now")
+        for runtime in running:
+            if runtime.worker is not None:
+                runtime.worker.runner.stop_all(StopReason.SHUTDOWN)
 
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, on_signal, signum)
-        try:
+    # Installed until the drain is over, so that a second signal can cut it short.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        async with open_runtime(
+            settings, registry, run_worker=True, drain_s=settings.drain_s
+        ) as runtime:
+            running.append(runtime)
             await stop.wait()
-        finally:
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(signum)
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)

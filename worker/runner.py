@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import traceback
 import uuid
 from dataclasses import dataclass
@@ -24,12 +25,11 @@ from langgraph.types import Command
 
 from lg_deploy.core.errors import BackendUnavailable, LeaseLost
 from lg_deploy.core.graphs import GraphRegistry
-from lg_deploy.core.jsonable import to_jsonable
-from lg_deploy.core.models import Execution
+from lg_deploy.core.jsonable import storable_text, to_jsonable
+from lg_deploy.core.models import Execution, utcnow
 from lg_deploy.core.queue import Queue
 from lg_deploy.core.states import Status
-from lg_deploy.core.store import Outcome, Store
-from lg_deploy.core.store.sql import is_database_outage
+from lg_deploy.core.store import Outcome, Store, Waiting
 from lg_deploy.worker.fencing import LeaseClock, fenced
 
 log = logging.getLogger("lg_deploy.worker")
@@ -103,6 +103,7 @@ class Runner:
         self.attempts: dict[uuid.UUID, _Attempt] = {}
 
     async def run(self, execution_id: uuid.UUID) -> None:
+        asked_at = time.monotonic()
         try:
             execution = await self.store.claim(execution_id, self.owner, self.lease_s)
         except BackendUnavailable as exc:
@@ -118,7 +119,7 @@ class Runner:
             execution.attempt,
         )
         attempt = _Attempt(
-            execution, LeaseClock(str(execution_id), execution.attempt, self.lease_s)
+            execution, LeaseClock(str(execution_id), execution.attempt, self.lease_s, asked_at)
         )
         attempt.task = task = asyncio.create_task(self._execute(attempt))
         self.attempts[execution_id] = attempt
@@ -174,24 +175,50 @@ class Runner:
                 return
             if outcome is None:
                 log.info("execution %s attempt %d stopped: %s", eid, number, attempt.stop_reason)
-                return
-            if await self._retry(execution, outcome):
-                return
-            if await self.store.finish(eid, number, outcome):
-                log.info("execution %s attempt %d %s", eid, number, outcome.status)
-            else:
-                log.warning(
-                    "execution %s attempt %d finished as %s but lost its lease: result dropped",
-                    eid,
-                    number,
-                    outcome.status,
-                )
+            elif not await self._retry(execution, outcome):
+                await self._record(execution, outcome)
             waiting = await self.store.next_queued_on_thread(execution.thread_id)
             if waiting is not None:
-                await self.queue.enqueue(waiting.execution_id, attempt=waiting.attempt)
+                await self.reenqueue(waiting)
         except BackendUnavailable as exc:
             # Whatever was not written, the lease expires and the reconciler runs it again.
             log.warning("execution %s: cannot record the result: %s", eid, exc)
+
+    async def _record(self, execution: Execution, outcome: Outcome) -> None:
+        eid, number = execution.execution_id, execution.attempt
+        try:
+            recorded = await self.store.finish(eid, number, outcome)
+        except BackendUnavailable:
+            raise
+        except Exception as exc:
+            # The database refused the result itself: record that instead of retrying the
+            # same write forever.
+            log.exception("execution %s: the store refused the result", eid)
+            unstorable = {
+                "type": "unstorable_result",
+                "message": storable_text(f"{type(exc).__name__}: {exc}")[:2000],
+            }
+            recorded = await self.store.finish(
+                eid, number, Outcome(Status.FAILED, error=unstorable)
+            )
+        if recorded:
+            log.info("execution %s attempt %d %s", eid, number, outcome.status)
+        else:
+            log.warning(
+                "execution %s attempt %d finished as %s but lost its lease: result dropped",
+                eid,
+                number,
+                outcome.status,
+            )
+
+    async def reenqueue(self, waiting: Waiting, *, revive: bool = False) -> None:
+        """Enqueue a QUEUED execution for its current attempt, after its not-before time."""
+        delay = 0.0
+        if waiting.not_before is not None:
+            delay = max((waiting.not_before - utcnow()).total_seconds(), 0.0)
+        await self.queue.enqueue(
+            waiting.execution_id, attempt=waiting.attempt, delay_s=delay, revive=revive
+        )
 
     async def _retry(self, execution: Execution, outcome: Outcome) -> bool:
         """Queue a retryable failure again while attempts remain; True when it did."""
@@ -231,11 +258,12 @@ class Runner:
         interval = self.lease_s / 3
         while attempt.task is not None and not attempt.task.done():
             await asyncio.sleep(interval)
+            asked_at = time.monotonic()
             try:
                 if await self.store.heartbeat(
                     execution.execution_id, execution.attempt, self.lease_s
                 ):
-                    clock.renewed()
+                    clock.renewed(asked_at)
                 else:
                     clock.lost = True
             except BackendUnavailable as exc:
@@ -262,11 +290,9 @@ class Runner:
                     },
                 )
             return _failure(execution, exc)
-        except LeaseLost:
-            raise
+        except (LeaseLost, BackendUnavailable):
+            raise  # not the graph's failure: see worker/fencing.py
         except Exception as exc:
-            if is_database_outage(exc):
-                raise BackendUnavailable("database", str(exc)[:200]) from exc
             return _failure(execution, exc)
 
     async def _invoke(self, execution: Execution, checkpointer: BaseCheckpointSaver) -> Outcome:
@@ -319,8 +345,14 @@ async def choose_input(graph: Pregel, config: RunnableConfig, execution: Executi
                 }
             )
         return execution.input
-    if execution.has_resume and snapshot.interrupts:
-        return Command(resume=execution.resume)
+    if execution.has_resume:
+        # The value answers the interrupts the execution showed when it was resumed; if
+        # the graph got past them and asked something new before a crash, it must not
+        # receive the old answer: continuing with None asks the new question again.
+        answered = {i["id"] for i in execution.interrupts or []}
+        pending = {i.id for i in snapshot.interrupts}
+        if answered & pending:
+            return Command(resume={iid: execution.resume for iid in answered & pending})
     return None
 
 
@@ -335,7 +367,7 @@ def _failure(execution: Execution, exc: BaseException) -> Outcome:
     )
     return _Failure(
         Status.FAILED,
-        error={"type": type(exc).__name__, "message": str(exc)},
-        traceback="".join(traceback.format_exception(exc)),
+        error={"type": type(exc).__name__, "message": storable_text(str(exc))},
+        traceback=storable_text("".join(traceback.format_exception(exc))),
         exception=exc,
     )

@@ -23,7 +23,7 @@ from lg_deploy.core.errors import BackendUnavailable
 from lg_deploy.core.graphs import GraphRegistry
 from lg_deploy.core.models import utcnow
 from lg_deploy.core.queue import Queue
-from lg_deploy.core.store import Store, Waiting
+from lg_deploy.core.store import Store
 from lg_deploy.worker.runner import RetryPolicy, Runner, StopReason
 
 log = logging.getLogger("lg_deploy.worker")
@@ -114,22 +114,16 @@ class WorkerService:
                 waiting.execution_id,
                 waiting.attempt,
             )
-            await self._enqueue(waiting)
+            await self.runner.reenqueue(waiting, revive=True)
         enqueued = len(expired)
         before = now - timedelta(seconds=stale_after)
         after: uuid.UUID | None = None
         while batch := await self.store.queued_before(before, after=after):
             for waiting in batch:
-                await self._enqueue(waiting)
+                await self.runner.reenqueue(waiting, revive=True)
             enqueued += len(batch)
             after = batch[-1].execution_id
         return enqueued
-
-    async def _enqueue(self, waiting: Waiting) -> None:
-        delay = 0.0
-        if waiting.not_before is not None:
-            delay = max((waiting.not_before - utcnow()).total_seconds(), 0.0)
-        await self.queue.enqueue(waiting.execution_id, attempt=waiting.attempt, delay_s=delay)
 
     async def _reconcile_forever(self) -> None:
         while True:

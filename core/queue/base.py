@@ -18,9 +18,17 @@ class Queue(Protocol):
     async def close(self) -> None: ...
 
     async def enqueue(
-        self, execution_id: uuid.UUID, *, attempt: int = 0, delay_s: float = 0
+        self,
+        execution_id: uuid.UUID,
+        *,
+        attempt: int = 0,
+        delay_s: float = 0,
+        revive: bool = False,
     ) -> None:
-        """Ask a worker to run ``execution_id``; ``attempt`` tells deliveries apart."""
+        """Ask a worker to run ``execution_id``; ``attempt`` tells deliveries apart.
+
+        ``revive``: the execution has waited too long (the reconciler's call), so clear
+        whatever the backend may still hold it by; a duplicate delivery is harmless."""
 
     async def depth(self) -> int:
         """Ids waiting to be picked up."""

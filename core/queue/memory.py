@@ -32,7 +32,12 @@ class MemoryQueue:
         self._timers.clear()
 
     async def enqueue(
-        self, execution_id: uuid.UUID, *, attempt: int = 0, delay_s: float = 0
+        self,
+        execution_id: uuid.UUID,
+        *,
+        attempt: int = 0,
+        delay_s: float = 0,
+        revive: bool = False,
     ) -> None:
         if execution_id in self._waiting:
             return

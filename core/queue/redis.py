@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import socket
+import time
 import uuid
 import warnings
 from collections.abc import AsyncIterator
@@ -69,6 +70,7 @@ class RedisQueue:
         poll_delay_s: float = 0.05,
         queue_read_limit: int = 1000,
         connect_timeout_s: float = 2.0,
+        op_timeout_s: float = 5.0,
     ) -> None:
         self.url = url
         self.queue_name = queue_name
@@ -76,11 +78,13 @@ class RedisQueue:
         self.job_timeout_s = job_timeout_s
         self.poll_delay_s = poll_delay_s
         self.queue_read_limit = queue_read_limit
+        self.op_timeout_s = op_timeout_s
         self.settings = RedisSettings.from_dsn(url)
         self.settings.conn_timeout = max(1, int(connect_timeout_s))
         self.settings.conn_retries = 0
         self._pool: ArqRedis | None = None
         self._lock = asyncio.Lock()
+        self._executions: set[asyncio.Future[None]] = set()
 
     async def _connection(self) -> ArqRedis:
         if self._pool is None:
@@ -98,11 +102,14 @@ class RedisQueue:
         return self._pool
 
     @contextlib.asynccontextmanager
-    async def _redis(self) -> AsyncIterator[ArqRedis]:
-        """The pool; Redis failures become ``BackendUnavailable``."""
-        pool = await self._connection()
+    async def _redis(self, *, timeout: bool = True) -> AsyncIterator[ArqRedis]:
+        """The pool; Redis failures become ``BackendUnavailable``, and so does a Redis
+        that stops answering for ``op_timeout_s`` (redis-py waits forever by default)."""
         try:
-            yield pool
+            async with asyncio.timeout(self.op_timeout_s if timeout else None):
+                yield await self._connection()
+        except TimeoutError as exc:
+            raise BackendUnavailable("queue", "no answer in time") from exc
         except (RedisError, OSError) as exc:
             raise BackendUnavailable("queue", _short(exc)) from exc
 
@@ -116,15 +123,29 @@ class RedisQueue:
             self._pool = None
 
     async def enqueue(
-        self, execution_id: uuid.UUID, *, attempt: int = 0, delay_s: float = 0
+        self,
+        execution_id: uuid.UUID,
+        *,
+        attempt: int = 0,
+        delay_s: float = 0,
+        revive: bool = False,
     ) -> None:
+        job = job_id(execution_id, attempt)
         async with self._redis() as redis:
-            await redis.enqueue_job(
+            if revive:
+                # A worker that died between taking the job and claiming the execution
+                # leaves an in-progress key that blocks the job for the whole job timeout.
+                await redis.delete(_ARQ_IN_PROGRESS_KEY + job)
+            created = await redis.enqueue_job(
                 JOB_FUNCTION,
                 str(execution_id),
-                _job_id=job_id(execution_id, attempt),
+                _job_id=job,
                 _defer_by=delay_s if delay_s > 0 else None,
             )
+            if created is None and revive:
+                # The job key outlived its place in the queue: put it back in line.
+                score = (time.time() + max(delay_s, 0)) * 1000
+                await redis.zadd(self.queue_name, {job: score}, nx=True)
             if attempt > 0:
                 superseded = job_id(execution_id, attempt - 1)
                 async with redis.pipeline(transaction=True) as pipe:
@@ -142,7 +163,7 @@ class RedisQueue:
             await redis.publish(self.cancel_channel, str(execution_id))
 
     async def cancellations(self) -> AsyncIterator[uuid.UUID]:
-        async with self._redis() as redis:
+        async with self._redis(timeout=False) as redis:
             pubsub = redis.pubsub()
             try:
                 await pubsub.subscribe(self.cancel_channel)
@@ -179,7 +200,13 @@ class RedisQueue:
 
     def _worker(self, handler: Handler, concurrency: int) -> Worker:
         async def run_execution(ctx: dict[str, Any], execution_id: str) -> None:
-            await handler(uuid.UUID(execution_id))
+            # The execution runs in a task of its own: when ARQ cancels its job (Redis
+            # dropped and this ARQ worker is replaced), the graph goes on; the lease and
+            # the store, not ARQ, say who owns it.
+            task = asyncio.ensure_future(handler(uuid.UUID(execution_id)))
+            self._executions.add(task)
+            task.add_done_callback(self._executions.discard)
+            await asyncio.shield(task)
 
         return Worker(
             functions=[func(run_execution, name=JOB_FUNCTION)],
@@ -205,8 +232,8 @@ class RedisQueue:
         """Take no new jobs; return once the jobs in flight have returned."""
         worker.allow_pick_jobs = False
         in_flight = [t for t in worker.tasks.values() if not t.done()]
-        if in_flight:
-            await asyncio.gather(*in_flight, return_exceptions=True)
+        if in_flight or self._executions:
+            await asyncio.gather(*in_flight, *self._executions, return_exceptions=True)
         running.cancel()
         with contextlib.suppress(BaseException):
             await running

@@ -104,6 +104,9 @@ class SQLStore:
             engine = create_async_engine(url, **engine_kwargs)
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         else:
+            # A server that stops answering must become a 503, not a request that hangs:
+            # seconds to connect, and to run one statement.
+            engine_kwargs.setdefault("connect_args", {"timeout": 5, "command_timeout": 10})
             engine_kwargs.setdefault("pool_pre_ping", True)
             engine_kwargs.setdefault("pool_size", 10)
             engine_kwargs.setdefault("max_overflow", 10)
@@ -139,6 +142,12 @@ class SQLStore:
     async def create(
         self, execution: Execution, *, reject_if_thread_busy: bool = False
     ) -> tuple[Execution, bool]:
+        if reject_if_thread_busy and execution.idempotency_key is not None:
+            # A retry of a request that was accepted finds its own execution, not a busy
+            # thread (the thread is busy with that very execution).
+            earlier = await self._get_by_key(execution.idempotency_key)
+            if earlier is not None:
+                return self._replay(earlier, execution), False
         try:
             if reject_if_thread_busy:
                 await self._insert_unless_thread_busy(execution)
@@ -151,10 +160,15 @@ class SQLStore:
                 raise
         existing = await self._get_by_key(execution.idempotency_key)
         if existing is None:  # the other row vanished: nothing is left to conflict with
-            return await self.create(execution)
-        if existing.request_hash != execution.request_hash:
-            raise IdempotencyConflict(execution.idempotency_key)
-        return existing, False
+            return await self.create(execution, reject_if_thread_busy=reject_if_thread_busy)
+        return self._replay(existing, execution), False
+
+    @staticmethod
+    def _replay(existing: Execution, request: Execution) -> Execution:
+        """The execution an idempotent retry gets back, or ``IdempotencyConflict``."""
+        if existing.request_hash != request.request_hash:
+            raise IdempotencyConflict(str(request.idempotency_key))
+        return existing
 
     async def _insert_unless_thread_busy(self, execution: Execution) -> None:
         busy = (
@@ -339,7 +353,7 @@ class SQLStore:
         row = await self._transition(
             execution_id,
             Status.QUEUED,
-            {"resume": value, "has_resume": True, "interrupts": None},
+            {"resume": value, "has_resume": True},
             sources=[Status.INTERRUPTED],
         )
         if row is None:

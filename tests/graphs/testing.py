@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 
 from langgraph.graph import END, START, StateGraph
+from langgraph.types import interrupt
 from typing_extensions import TypedDict
 
 
@@ -70,3 +72,47 @@ _flaky.add_node("flaky_step", flaky_step)
 _flaky.add_edge(START, "flaky_step")
 _flaky.add_edge("flaky_step", END)
 flaky = _flaky.compile()
+
+
+class QuestionsState(TypedDict, total=False):
+    first: str
+    second: str
+
+
+def ask_first(state: QuestionsState) -> QuestionsState:
+    return {"first": interrupt("first question")}
+
+
+def ask_second(state: QuestionsState) -> QuestionsState:
+    return {"second": interrupt("second question")}
+
+
+_questions = StateGraph(QuestionsState)
+_questions.add_node("ask_first", ask_first)
+_questions.add_node("ask_second", ask_second)
+_questions.add_edge(START, "ask_first")
+_questions.add_edge("ask_first", "ask_second")
+_questions.add_edge("ask_second", END)
+two_questions = _questions.compile()
+
+
+class OddState(TypedDict, total=False):
+    kind: str
+    values: list[float]
+
+
+def odd(state: OddState) -> OddState:
+    """Returns what PostgreSQL's JSONB refuses, or fails on the graph's own database."""
+    if state.get("kind") == "own_database":
+        sqlite3.connect(":memory:").execute("SELECT * FROM no_such_table")
+    if state.get("kind") == "nul_error":
+        raise ValueError("bad\x00byte")
+    # A list: the PostgreSQL saver keeps it as a blob, so the checkpoint takes the NaN.
+    return {"values": [float("nan"), 1.5]}
+
+
+_odd = StateGraph(OddState)
+_odd.add_node("odd", odd)
+_odd.add_edge(START, "odd")
+_odd.add_edge("odd", END)
+odd_results = _odd.compile()
