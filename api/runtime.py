@@ -78,6 +78,7 @@ async def open_runtime(
                 lease_s=settings.lease_s,
                 default_timeout_s=settings.execution_timeout_s,
                 reconcile_interval_s=settings.reconcile_interval_s,
+                max_recoveries=settings.max_recoveries,
                 retry=RetryPolicy(
                     retry_on=settings.retry_on_set(),
                     backoff_s=settings.retry_backoff_s,

@@ -68,6 +68,13 @@ class Settings(BaseSettings):
     max_attempts: int = Field(
         default=3, ge=1, description="Attempts of a retryable failure, the first included."
     )
+    max_recoveries: int = Field(
+        default=10,
+        ge=0,
+        description="Times an execution is taken over after its worker was lost (lease "
+        "expired) before it fails as worker_lost: a graph that kills its process every time "
+        "must not crash the fleet forever.",
+    )
     retry_on: str = Field(
         default="",
         description="Comma-separated error types to retry (e.g. timeout,ConnectionError); "

@@ -256,6 +256,29 @@ async def test_requeue_expired_only_touches_expired_leases(store: Store) -> None
     assert (await store.get(long.execution_id)).status is Status.RUNNING
 
 
+async def test_an_execution_whose_workers_keep_dying_fails_as_worker_lost(
+    store: Store,
+) -> None:
+    """After max_recoveries take-overs, the next expired lease fails the execution with
+    worker_lost instead of queueing it again; hand-backs and recorded failures do not count."""
+    e = new()
+    await store.create(e)
+    claimed = await store.claim(e.execution_id, "w", 30)
+    assert claimed is not None
+    assert await store.release(e.execution_id, claimed.attempt)  # a hand-back: not lost
+    for _ in range(2):
+        assert await store.claim(e.execution_id, "w", 0.01) is not None
+        await asyncio.sleep(0.03)
+        requeued = await store.requeue_expired(utcnow(), max_recoveries=1)
+        if (await store.get(e.execution_id)).status is Status.FAILED:
+            break
+        assert [w.execution_id for w in requeued] == [e.execution_id]
+    lost = await store.get(e.execution_id)
+    assert lost.status is Status.FAILED
+    assert lost.error is not None and lost.error["type"] == "worker_lost"
+    assert lost.attempt == 3 and lost.handbacks == 1
+
+
 async def test_queued_before_pages_through_waiting_executions(store: Store) -> None:
     """queued_before lists QUEUED rows older than the cutoff, in id order, page by page."""
     ids = []

@@ -46,6 +46,7 @@ class WorkerService:
         lease_s: float = 30.0,
         default_timeout_s: float = 3600.0,
         reconcile_interval_s: float = 10.0,
+        max_recoveries: int | None = 10,
         retry: RetryPolicy | None = None,
         name: str | None = None,
     ) -> None:
@@ -53,6 +54,7 @@ class WorkerService:
         self.queue = queue
         self.concurrency = concurrency
         self.reconcile_interval_s = reconcile_interval_s
+        self.max_recoveries = max_recoveries
         self.name = name or worker_name()
         self.runner = Runner(
             store,
@@ -107,7 +109,7 @@ class WorkerService:
         now = utcnow()
         cutoff = now + timedelta(days=36500) if requeue_all_running else now
         stale_after = self.reconcile_interval_s if stale_after_s is None else stale_after_s
-        expired = await self.store.requeue_expired(cutoff)
+        expired = await self.store.requeue_expired(cutoff, max_recoveries=self.max_recoveries)
         for waiting in expired:
             log.warning(
                 "execution %s: the lease of attempt %d expired; queued again",

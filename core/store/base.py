@@ -97,8 +97,12 @@ class Store(Protocol):
     async def resume(self, execution_id: uuid.UUID, value: Any) -> Execution:
         """INTERRUPTED -> QUEUED carrying ``value`` for the paused graph."""
 
-    async def requeue_expired(self, now: datetime) -> list[Waiting]:
-        """RUNNING executions whose lease ended before ``now`` go back to QUEUED."""
+    async def requeue_expired(
+        self, now: datetime, *, max_recoveries: int | None = None
+    ) -> list[Waiting]:
+        """RUNNING executions whose lease ended before ``now`` go back to QUEUED; those
+        whose workers were already lost ``max_recoveries`` times become FAILED
+        (``worker_lost``) instead."""
 
     async def queued_before(
         self, before: datetime, *, after: uuid.UUID | None = None, limit: int = 1000

@@ -360,20 +360,49 @@ class SQLStore:
             raise await self._explain_refusal(execution_id, Status.QUEUED)
         return row
 
-    async def requeue_expired(self, now: datetime) -> list[Waiting]:
-        stmt = (
-            T.update()
-            .where(C.status == Status.RUNNING.value)
-            .where(C.lease_expires_at < now)
-            .values(
-                status=Status.QUEUED.value,
-                lease_owner=None,
-                lease_expires_at=None,
-                updated_at=utcnow(),
-            )
-            .returning(C.execution_id, C.attempt, C.not_before)
-        )
+    async def requeue_expired(
+        self, now: datetime, *, max_recoveries: int | None = None
+    ) -> list[Waiting]:
+        expired = sa.and_(C.status == Status.RUNNING.value, C.lease_expires_at < now)
         async with self._begin() as conn:
+            if max_recoveries is not None:
+                # Attempts that ended neither in a recorded failure nor in a hand-back
+                # were lost with their worker, this one included.
+                length = (
+                    sa.func.jsonb_array_length
+                    if conn.dialect.name == "postgresql"
+                    else sa.func.json_array_length
+                )
+                lost = C.attempt - C.handbacks - length(C.attempt_errors)
+                error = {
+                    "type": "worker_lost",
+                    "message": f"its worker was lost {max_recoveries + 1} times: the graph "
+                    "may be killing its process (memory, a crash in native code)",
+                }
+                await conn.execute(
+                    T.update()
+                    .where(expired)
+                    .where(lost > max_recoveries)
+                    .values(
+                        status=Status.FAILED.value,
+                        error=error,
+                        lease_owner=None,
+                        lease_expires_at=None,
+                        finished_at=utcnow(),
+                        updated_at=utcnow(),
+                    )
+                )
+            stmt = (
+                T.update()
+                .where(expired)
+                .values(
+                    status=Status.QUEUED.value,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    updated_at=utcnow(),
+                )
+                .returning(C.execution_id, C.attempt, C.not_before)
+            )
             return [Waiting(*row) for row in await conn.execute(stmt)]
 
     async def queued_before(
