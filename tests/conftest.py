@@ -126,6 +126,20 @@ def unique_queue_name() -> str:
     return f"lgd-test-{uuid.uuid4().hex[:10]}"
 
 
+def drop_queue(url: str, name: str) -> None:
+    """Delete a test queue and the ARQ jobs still waiting in it."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        members: list[bytes] = client.zrange(name, 0, -1)  # type: ignore[assignment]
+        jobs = [j.decode() for j in members]
+        keys = [name, *(f"arq:job:{j}" for j in jobs), *(f"arq:in-progress:{j}" for j in jobs)]
+        client.delete(*keys)
+    finally:
+        client.close()
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{tmp_path}/lg-deploy.db"

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import TEST_GRAPHS, PgAdmin, fresh_database, unique_queue_name
+from tests.conftest import TEST_GRAPHS, PgAdmin, drop_queue, fresh_database, unique_queue_name
 from tests.processes import Fleet, Process, lines, submit, wait, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
@@ -23,13 +23,15 @@ pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 @pytest.fixture
 def fleet_env(pg_admin: PgAdmin, pg_template: str, redis_url: str) -> Iterator[dict[str, str]]:
     """A fresh database and a queue of its own on the shared Redis."""
+    name = unique_queue_name()
     with fresh_database(pg_admin, pg_template) as url:
         yield {
             "LG_DEPLOY_DATABASE_URL": url,
             "LG_DEPLOY_QUEUE_URL": redis_url,
-            "LG_DEPLOY_QUEUE_NAME": unique_queue_name(),
+            "LG_DEPLOY_QUEUE_NAME": name,
             "LG_DEPLOY_CONFIG": str(TEST_GRAPHS),
         }
+    drop_queue(redis_url, name)
 
 
 @pytest.fixture

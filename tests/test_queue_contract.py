@@ -13,7 +13,7 @@ import pytest
 from lg_deploy.core.errors import BackendUnavailable
 from lg_deploy.core.queue import Queue, open_queue
 from lg_deploy.core.queue.redis import RedisQueue
-from tests.conftest import unique_queue_name
+from tests.conftest import drop_queue, unique_queue_name
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
@@ -22,7 +22,9 @@ async def queue(request: pytest.FixtureRequest) -> AsyncIterator[Queue]:
         q = open_queue("memory://")
     else:
         url: str = request.getfixturevalue("redis_url")
-        q = open_queue(url, name=unique_queue_name(), poll_delay_s=0.02)
+        name = unique_queue_name()
+        q = open_queue(url, name=name, poll_delay_s=0.02)
+        request.addfinalizer(lambda: drop_queue(url, name))
     yield q
     await q.close()
 
