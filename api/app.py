@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from lg_deploy.api import errors
 from lg_deploy.api.auth import ApiKeys
 from lg_deploy.api.limits import BodyLimit
+from lg_deploy.api.metrics import router as metrics_router
 from lg_deploy.api.routes import router
 from lg_deploy.api.runtime import open_runtime
 from lg_deploy.core.graphs import GraphRegistry
@@ -46,6 +47,7 @@ def create_app(
     )
     errors.install(app)
     app.include_router(router)
+    app.include_router(metrics_router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if keys := settings.api_key_set():
         app.add_middleware(ApiKeys, keys=keys)  # outermost: checked before the body is read

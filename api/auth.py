@@ -1,4 +1,4 @@
-"""Optional API keys: when configured, every route but the health checks needs one,
+"""Optional API keys: when configured, every route but health and metrics needs one,
 given as ``Authorization: Bearer <key>`` or ``X-Api-Key: <key>``."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lg_deploy.api.errors import send_error
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 class ApiKeys:

@@ -86,8 +86,17 @@ class Settings(BaseSettings):
     retry_backoff_max_s: float = Field(default=60.0, ge=0, description="Longest retry wait.")
     api_keys: str = Field(
         default="",
-        description="Comma-separated keys; when set, every route but /healthz and /readyz "
-        "needs one (Authorization: Bearer or X-Api-Key).",
+        description="Comma-separated keys; when set, every route but /healthz, /readyz and "
+        "/metrics needs one (Authorization: Bearer or X-Api-Key).",
+    )
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        description="lg-deploy worker serves Prometheus metrics on this port (0: off; the "
+        "API serves them at /metrics).",
+    )
+    metrics_addr: str = Field(
+        default="127.0.0.1", description="Address of the worker's metrics server."
     )
     api_workers: int = Field(default=1, ge=1, description="API server processes (lg-deploy api).")
     startup_timeout_s: float = Field(

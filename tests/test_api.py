@@ -403,3 +403,36 @@ async def test_config_may_not_choose_the_thread_or_checkpoint(
     )
     assert ok.status_code == 202
     assert (await wait(sqlite_client, ok.json()["execution_id"]))["status"] == "COMPLETED"
+
+
+def _sample(text: str, name: str, labels: str = "") -> float:
+    """The value of one sample in a Prometheus text exposition (0 when absent)."""
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{{labels}}} " if labels else f"{name} "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_metrics_count_unfinished_executions_and_finished_attempts(
+    sqlite_client: httpx.AsyncClient,
+) -> None:
+    """/metrics shows unfinished executions by status, the queue depth, the backends' health
+    and the attempts the in-process worker finished."""
+    before = (await sqlite_client.get("/metrics")).text
+    finished = 'graph_id="steps",outcome="COMPLETED"'
+    done = await submit(sqlite_client, "steps", {"text": "m"})
+    await wait(sqlite_client, done)
+    paused = await submit(sqlite_client, "approval", {"request": "r"})
+    await wait(sqlite_client, paused)
+    response = await sqlite_client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert _sample(text, "lg_deploy_executions", 'status="INTERRUPTED"') == 1
+    assert _sample(text, "lg_deploy_executions", 'status="QUEUED"') == 0
+    assert _sample(text, "lg_deploy_queue_depth") == 0
+    assert _sample(text, "lg_deploy_backend_up", 'backend="database"') == 1
+    assert (
+        _sample(text, "lg_deploy_attempts_finished_total", finished)
+        == _sample(before, "lg_deploy_attempts_finished_total", finished) + 1
+    )

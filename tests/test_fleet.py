@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import TEST_GRAPHS, PgAdmin, drop_queue, fresh_database, unique_queue_name
-from tests.processes import Fleet, Process, lines, submit, wait, wait_until
+from tests.processes import Fleet, Process, free_port, lines, submit, wait, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -102,6 +102,18 @@ def test_n_executions_through_one_api_and_three_workers(fleet: Fleet) -> None:
         if p.args[0] == "worker"
     ]
     assert sum(1 for n in per_worker if n) >= 2, per_worker
+
+
+def test_a_worker_serves_its_metrics(fleet: Fleet) -> None:
+    """With LG_DEPLOY_METRICS_PORT, a worker serves Prometheus metrics counting the
+    attempts it finished."""
+    api = fleet.api()
+    port = free_port()
+    fleet.worker(LG_DEPLOY_METRICS_PORT=str(port))
+    assert wait(api, submit(api, "steps", {"text": "m"}))["status"] == "COMPLETED"
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    assert 'lg_deploy_attempts_finished_total{graph_id="steps",outcome="COMPLETED"} 1.0' in text
+    assert "lg_deploy_attempts_running 0.0" in text
 
 
 def test_sigkill_a_worker_mid_execution_another_resumes_from_the_checkpoint(
@@ -298,5 +310,5 @@ def test_api_keys_protect_every_route_but_health(fleet: Fleet) -> None:
     listed = httpx.get(f"{api.url}/executions", headers={"X-Api-Key": "k2"})
     assert listed.status_code == 200
     assert len(listed.json()["items"]) == 1
-    assert httpx.get(f"{api.url}/healthz").status_code == 200
-    assert httpx.get(f"{api.url}/readyz").status_code == 200
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert httpx.get(f"{api.url}{path}").status_code == 200, path

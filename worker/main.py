@@ -11,6 +11,8 @@ import asyncio
 import logging
 import signal
 
+from prometheus_client import start_http_server
+
 from lg_deploy.api.runtime import Runtime, open_runtime
 from lg_deploy.core.graphs import GraphRegistry
 from lg_deploy.core.settings import Settings
@@ -38,6 +40,9 @@ async def run_worker(settings: Settings, registry: GraphRegistry) -> None:
             if runtime.worker is not None:
                 runtime.worker.runner.stop_all(StopReason.SHUTDOWN)
 
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr=settings.metrics_addr)
+        log.info("metrics on http://%s:%d/metrics", settings.metrics_addr, settings.metrics_port)
     # Installed until the drain is over, so that a second signal can cut it short.
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)

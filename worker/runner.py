@@ -30,6 +30,7 @@ from lg_deploy.core.models import Execution, utcnow
 from lg_deploy.core.queue import Queue
 from lg_deploy.core.states import Status
 from lg_deploy.core.store import Outcome, Store, Waiting
+from lg_deploy.worker import metrics
 from lg_deploy.worker.fencing import LeaseClock, fenced
 
 log = logging.getLogger("lg_deploy.worker")
@@ -123,6 +124,7 @@ class Runner:
         )
         attempt.task = task = asyncio.create_task(self._execute(attempt))
         self.attempts[execution_id] = attempt
+        metrics.RUNNING.inc()
         heartbeat = asyncio.create_task(self._heartbeat(attempt))
         outcome: Outcome | None = None
         try:
@@ -147,6 +149,8 @@ class Runner:
         finally:
             heartbeat.cancel()
             self.attempts.pop(execution_id, None)
+            metrics.RUNNING.dec()
+            metrics.ATTEMPT_SECONDS.labels(execution.graph_id).observe(time.monotonic() - asked_at)
         await self._settle(attempt, outcome)
 
     def stop(self, execution_id: uuid.UUID, reason: str) -> bool:
@@ -166,6 +170,8 @@ class Runner:
         """Write what the attempt ended with, fenced on its attempt number."""
         execution = attempt.execution
         eid, number = execution.execution_id, execution.attempt
+        ended = _ended_as(attempt, outcome)
+        metrics.ATTEMPTS_FINISHED.labels(execution.graph_id, ended).inc()
         try:
             if attempt.stop_reason in (StopReason.SHUTDOWN, StopReason.OUTAGE):
                 if await self.store.release(eid, number):
@@ -312,6 +318,14 @@ class Runner:
             interrupts = [{"id": i.id, "value": to_jsonable(i.value)} for i in snapshot.interrupts]
             return Outcome(Status.INTERRUPTED, output=output, interrupts=interrupts)
         return Outcome(Status.COMPLETED, output=output)
+
+
+def _ended_as(attempt: _Attempt, outcome: Outcome | None) -> str:
+    if attempt.stop_reason in (StopReason.SHUTDOWN, StopReason.OUTAGE):
+        return "handed_back"
+    if outcome is None:
+        return "stopped"
+    return outcome.status.value
 
 
 @dataclass(frozen=True)

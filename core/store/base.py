@@ -8,7 +8,7 @@ row and returns False, so a zombie can never overwrite a result.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
@@ -112,4 +112,6 @@ class Store(Protocol):
     async def next_queued_on_thread(self, thread_id: str) -> Waiting | None:
         """The oldest QUEUED execution of ``thread_id``: the one to run after the current."""
 
-    async def count_by_status(self) -> dict[Status, int]: ...
+    async def count_by_status(self, only: Iterable[Status] | None = None) -> dict[Status, int]:
+        """How many executions have each status (``only`` these: an index lookup each,
+        where every status means a scan of the table)."""

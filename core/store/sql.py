@@ -432,11 +432,14 @@ class SQLStore:
             row = (await conn.execute(query)).first()
         return None if row is None else Waiting(*row)
 
-    async def count_by_status(self) -> dict[Status, int]:
+    async def count_by_status(self, only: Iterable[Status] | None = None) -> dict[Status, int]:
+        statuses = list(Status if only is None else only)
         query = sa.select(C.status, sa.func.count()).group_by(C.status)
+        if only is not None:
+            query = query.where(C.status.in_([s.value for s in statuses]))
         async with self._begin() as conn:
             rows = (await conn.execute(query)).all()
-        counts = dict.fromkeys(Status, 0)
+        counts = dict.fromkeys(statuses, 0)
         counts.update({Status(s): n for s, n in rows})
         return counts
 
