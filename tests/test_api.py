@@ -436,3 +436,21 @@ async def test_metrics_count_unfinished_executions_and_finished_attempts(
         _sample(text, "lg_deploy_attempts_finished_total", finished)
         == _sample(before, "lg_deploy_attempts_finished_total", finished) + 1
     )
+
+
+async def test_cancelling_a_blocking_sync_node_keeps_the_record_and_the_worker(
+    sqlite_client: httpx.AsyncClient,
+) -> None:
+    """A sync node cannot be interrupted (its thread runs on): the cancel still holds, the
+    node's late result is dropped, and other executions run meanwhile."""
+    blocked = await submit(sqlite_client, "sync_slow", {"sleep_s": 1.5})
+    await wait_for_status(sqlite_client, blocked, "RUNNING")
+    response = await sqlite_client.post(f"/executions/{blocked}/cancel")
+    assert response.json()["status"] == "CANCELLED"
+    other = await wait(sqlite_client, await submit(sqlite_client, "steps", {"text": "go"}))
+    assert other["status"] == "COMPLETED"
+    assert (await sqlite_client.get(f"/executions/{blocked}")).json()["status"] == "CANCELLED"
+    await asyncio.sleep(2)  # the node's thread has returned by now
+    record = (await sqlite_client.get(f"/executions/{blocked}")).json()
+    assert record["status"] == "CANCELLED"
+    assert record["output"] is None
