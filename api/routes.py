@@ -117,7 +117,7 @@ async def _check_backpressure(queue: Queue, store: Store, limit: int) -> None:
     try:
         depth = await queue.depth()
     except BackendUnavailable:
-        depth = (await store.count_by_status())[Status.QUEUED]
+        depth = (await store.count_by_status([Status.QUEUED]))[Status.QUEUED]
     if depth >= limit:
         raise QueueFull(depth, limit)
 

@@ -46,6 +46,10 @@ class StopReason:
     OUTAGE = "database outage"
 
 
+# Attempts stopped for these reasons go back to the queue without using up an attempt.
+HANDED_BACK = (StopReason.SHUTDOWN, StopReason.OUTAGE)
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Which failures are retried, and how long to wait before attempt n + 1."""
@@ -173,7 +177,7 @@ class Runner:
         ended = _ended_as(attempt, outcome)
         metrics.ATTEMPTS_FINISHED.labels(execution.graph_id, ended).inc()
         try:
-            if attempt.stop_reason in (StopReason.SHUTDOWN, StopReason.OUTAGE):
+            if attempt.stop_reason in HANDED_BACK:
                 if await self.store.release(eid, number):
                     log.info("execution %s handed back to the queue", eid)
                     delay = self.retry.backoff_s if attempt.stop_reason == StopReason.OUTAGE else 0
@@ -321,7 +325,7 @@ class Runner:
 
 
 def _ended_as(attempt: _Attempt, outcome: Outcome | None) -> str:
-    if attempt.stop_reason in (StopReason.SHUTDOWN, StopReason.OUTAGE):
+    if attempt.stop_reason in HANDED_BACK:
         return "handed_back"
     if outcome is None:
         return "stopped"
