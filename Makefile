@@ -6,9 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install dev test lint pytest bench clean
+.PHONY: install dev test lint pytest bench clean typing-map
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
@@ -25,13 +25,11 @@ dev: $(STAMP)
 test: lint pytest
 
 # mypy checks the installed import names (lg_deploy.*): .typing/ maps them onto the folders.
-.typing/lg_deploy:
+typing-map:
 	mkdir -p .typing/lg_deploy
-	ln -sfn ../../api .typing/lg_deploy/api
-	ln -sfn ../../core .typing/lg_deploy/core
-	ln -sfn ../../worker .typing/lg_deploy/worker
+	for package in api core run worker; do ln -sfn ../../$$package .typing/lg_deploy/$$package; done
 
-lint: $(STAMP) .typing/lg_deploy
+lint: $(STAMP) typing-map
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy -p lg_deploy -p tests

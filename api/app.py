@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from importlib.metadata import version
 
 from fastapi import FastAPI
 
 from lg_deploy.api import errors
 from lg_deploy.api.auth import ApiKeys
+from lg_deploy.api.deps import BackendsFactory
 from lg_deploy.api.limits import BodyLimit
 from lg_deploy.api.metrics import router as metrics_router
 from lg_deploy.api.routes import router
-from lg_deploy.api.runtime import open_runtime
 from lg_deploy.core.graphs import GraphRegistry
 from lg_deploy.core.settings import Settings
 
@@ -22,29 +23,23 @@ DESCRIPTION = """Durable LangGraph executions behind a REST API.
 Every error answers with `{"error": {"code", "message", "details"}}`."""
 
 
-def create_app(
-    settings: Settings,
-    registry: GraphRegistry,
-    *,
-    run_worker: bool = False,
-    drain_s: float = 0.0,
-) -> FastAPI:
-    """The API; with ``run_worker`` it also runs a worker in-process (``lg-deploy dev``)."""
+def create_app(settings: Settings, registry: GraphRegistry, backends: BackendsFactory) -> FastAPI:
+    """The API over the backends that ``backends`` opens when the app starts."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_runtime(
-            settings, registry, run_worker=run_worker, drain_s=drain_s
-        ) as runtime:
-            app.state.runtime = runtime
+        async with backends() as opened:
+            app.state.backends = opened
             yield
 
     app = FastAPI(
         title="lg-deploy",
-        version="0.1.0",
+        version=version("lg-deploy"),
         description=DESCRIPTION,
         lifespan=lifespan,
     )
+    app.state.settings = settings
+    app.state.registry = registry
     errors.install(app)
     app.include_router(router)
     app.include_router(metrics_router)
@@ -52,13 +47,3 @@ def create_app(
     if keys := settings.api_key_set():
         app.add_middleware(ApiKeys, keys=keys)  # outermost: checked before the body is read
     return app
-
-
-def app_from_environment() -> FastAPI:
-    """The API of one ``lg-deploy api`` server process, configured from the environment."""
-    from lg_deploy.api.cli import setup_logging
-    from lg_deploy.core.graphs import find_config, load_registry
-
-    settings = Settings()
-    setup_logging(settings.log_level)
-    return create_app(settings, load_registry(find_config(settings.config)))

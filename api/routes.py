@@ -23,12 +23,12 @@ from lg_deploy.api.schemas import (
     ResumeRequest,
 )
 from lg_deploy.core.errors import BackendUnavailable, NotFound, QueueFull
+from lg_deploy.core.idempotency import request_hash
 from lg_deploy.core.ids import new_execution_id
 from lg_deploy.core.models import Execution
 from lg_deploy.core.queue import Queue
 from lg_deploy.core.states import TERMINAL, Status
 from lg_deploy.core.store import Store
-from lg_deploy.core.store.sql import request_hash
 
 log = logging.getLogger("lg_deploy.api")
 

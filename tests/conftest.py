@@ -15,10 +15,12 @@ import httpx
 import pytest
 
 from lg_deploy.api.app import create_app
+from lg_deploy.api.deps import BackendsFactory
 from lg_deploy.core.graphs import GraphRegistry, load_registry
 from lg_deploy.core.settings import Settings
 from lg_deploy.core.store import Store, open_store
 from lg_deploy.core.store.migrate import migrate
+from lg_deploy.run.wiring import backends_with_worker, open_backends
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_GRAPHS = Path(__file__).resolve().parent / "graphs" / "langgraph.json"
@@ -182,14 +184,24 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
 
 @contextlib.asynccontextmanager
 async def serve_in_process(
-    settings: Settings, registry: GraphRegistry, *, run_worker: bool = True
+    settings: Settings,
+    registry: GraphRegistry,
+    *,
+    run_worker: bool = True,
+    backends: BackendsFactory | None = None,
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with its lifespan running, and a client that talks to it over ASGI."""
-    app = create_app(settings, registry, run_worker=run_worker)
+    """The app with its lifespan running, and a client that talks to it over ASGI: with a
+    worker in-process (as ``lg-deploy dev``), without one (as ``lg-deploy api``), or over
+    the ``backends`` a test gives."""
+    if backends is None:
+        if run_worker:
+            backends = backends_with_worker(settings, registry)
+        else:
+            backends = lambda: open_backends(settings)  # noqa: E731
+    app = create_app(settings, registry, backends)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://lg-deploy") as client:
-            client.app = app  # type: ignore[attr-defined]
             yield client
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lg_deploy.api.cli import mask_url
+from lg_deploy.core.urls import mask_url
 from tests.conftest import PG_ADMIN_URL, TEST_GRAPHS, PgAdmin
 from tests.processes import LG_DEPLOY
 

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 
+from lg_deploy.api.deps import Backends, BackendsFactory
 from lg_deploy.core.errors import LeaseLost
 from lg_deploy.core.graphs import GraphRegistry
+from lg_deploy.core.queue import Queue
+from lg_deploy.core.queue.memory import MemoryQueue
 from lg_deploy.core.queue.redis import RedisQueue
-from lg_deploy.core.store import open_store
+from lg_deploy.core.store import Store, open_store
 from lg_deploy.core.store.migrate import migrate
 from lg_deploy.worker.fencing import LeaseClock, fenced
 from tests.conftest import make_settings, serve_in_process, submit, wait
@@ -79,32 +84,40 @@ async def test_errors_the_operator_lists_are_retried_and_others_fail_at_once(
     assert len(at_once["attempt_errors"]) == 1
 
 
+def given(store: Store, queue: Queue) -> BackendsFactory:
+    """Backends the test made itself, closed when the app stops."""
+
+    @contextlib.asynccontextmanager
+    async def opened() -> AsyncIterator[Backends]:
+        try:
+            yield Backends(store, queue)
+        finally:
+            await queue.close()
+            await store.close()
+
+    return opened
+
+
 async def test_database_down_answers_503_with_retry_after(
     sqlite_url: str, registry: GraphRegistry
 ) -> None:
     """With the database unreachable, the API answers 503 backend_unavailable with
     Retry-After at once, on writes, reads and readiness."""
-    await migrate(sqlite_url)
-    async with serve_in_process(make_settings(sqlite_url), registry, run_worker=False) as client:
-        runtime = client.app.state.runtime  # type: ignore[attr-defined]
-        dead = open_store("postgresql+asyncpg://nobody@127.0.0.1:1/none")
-        runtime.store = dead
-        try:
-            for method, path, body in (
-                ("POST", "/execute", {"graph_id": "steps", "input": {}}),
-                ("GET", "/executions", None),
-                ("GET", "/executions/01a21451-98b8-7000-b6e9-4c8bbd89783d", None),
-            ):
-                response = await client.request(method, path, json=body)
-                assert response.status_code == 503, (path, response.text)
-                assert response.headers["retry-after"].isdigit()
-                assert response.json()["error"]["code"] == "backend_unavailable"
-            ready = await client.get("/readyz")
-            assert ready.status_code == 503
-            assert ready.json()["checks"]["queue"] == "ok"
-            assert ready.json()["checks"]["database"] != "ok"
-        finally:
-            await dead.close()
+    dead = given(open_store("postgresql+asyncpg://nobody@127.0.0.1:1/none"), MemoryQueue())
+    async with serve_in_process(make_settings(sqlite_url), registry, backends=dead) as client:
+        for method, path, body in (
+            ("POST", "/execute", {"graph_id": "steps", "input": {}}),
+            ("GET", "/executions", None),
+            ("GET", "/executions/01a21451-98b8-7000-b6e9-4c8bbd89783d", None),
+        ):
+            response = await client.request(method, path, json=body)
+            assert response.status_code == 503, (path, response.text)
+            assert response.headers["retry-after"].isdigit()
+            assert response.json()["error"]["code"] == "backend_unavailable"
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["queue"] == "ok"
+        assert ready.json()["checks"]["database"] != "ok"
 
 
 @pytest.mark.redis
@@ -114,9 +127,8 @@ async def test_redis_down_submissions_are_accepted_and_reads_still_work(
     """With the queue down, POST /execute still commits the execution (202,
     Enqueue-Deferred) for the reconciler to enqueue later, and reads work."""
     await migrate(sqlite_url)
-    async with serve_in_process(make_settings(sqlite_url), registry, run_worker=False) as client:
-        runtime = client.app.state.runtime  # type: ignore[attr-defined]
-        runtime.queue = RedisQueue("redis://127.0.0.1:1/0", connect_timeout_s=1)
+    dead = given(open_store(sqlite_url), RedisQueue("redis://127.0.0.1:1/0", connect_timeout_s=1))
+    async with serve_in_process(make_settings(sqlite_url), registry, backends=dead) as client:
         response = await client.post("/execute", json={"graph_id": "steps", "input": {}})
         assert response.status_code == 202
         assert response.headers["enqueue-deferred"] == "true"
@@ -125,7 +137,6 @@ async def test_redis_down_submissions_are_accepted_and_reads_still_work(
         assert got.status_code == 200
         assert got.json()["status"] == "QUEUED"
         assert (await client.get("/readyz")).status_code == 503
-        await runtime.queue.close()
 
 
 def test_fenced_checkpointer_refuses_writes_once_the_lease_may_have_passed() -> None:

@@ -23,8 +23,8 @@ from typing import Any, TypeVar
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
+from lg_deploy.core.database_errors import is_database_outage
 from lg_deploy.core.errors import BackendUnavailable, LeaseLost
-from lg_deploy.core.store.sql import is_database_outage
 
 S = TypeVar("S", bound=BaseCheckpointSaver)
 

@@ -1,10 +1,7 @@
 """Run one execution: claim it, run its graph under a lease, record what happened.
 
-The input the graph gets follows DESIGN invariant 4. Checkpoints carry the execution id
-in their metadata; when the thread's newest checkpoint is this execution's, the graph
-continues from it (``None``, or ``Command(resume=...)`` while an interrupt waits for
-the value given to /resume); otherwise this execution has not checkpointed yet and
-starts from its original input, whatever the thread did before.
+What the graph gets as input is chosen in ``worker/resume.py``; how its checkpoint writes
+are fenced on the lease, in ``worker/fencing.py``.
 """
 
 from __future__ import annotations
@@ -16,12 +13,9 @@ import time
 import traceback
 import uuid
 from dataclasses import dataclass
-from typing import Any, cast
+from enum import StrEnum
 
-from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.pregel import Pregel
-from langgraph.types import Command
 
 from lg_deploy.core.errors import BackendUnavailable, LeaseLost
 from lg_deploy.core.graphs import GraphRegistry
@@ -32,13 +26,14 @@ from lg_deploy.core.states import Status
 from lg_deploy.core.store import Outcome, Store, Waiting
 from lg_deploy.worker import metrics
 from lg_deploy.worker.fencing import LeaseClock, fenced
+from lg_deploy.worker.resume import ResumeConflict, choose_input, graph_config
 
 log = logging.getLogger("lg_deploy.worker")
 
-EXECUTION_ID_KEY = "lg_deploy_execution_id"
 
+class StopReason(StrEnum):
+    """Why a running graph was stopped before it ended by itself."""
 
-class StopReason:
     LEASE_LOST = "lease lost"
     CANCELLED = "cancelled"
     SHUTDOWN = "shutdown"
@@ -47,7 +42,7 @@ class StopReason:
 
 
 # Attempts stopped for these reasons go back to the queue without using up an attempt.
-HANDED_BACK = (StopReason.SHUTDOWN, StopReason.OUTAGE)
+HANDED_BACK = frozenset({StopReason.SHUTDOWN, StopReason.OUTAGE})
 
 
 @dataclass(frozen=True)
@@ -72,14 +67,7 @@ class _Attempt:
     execution: Execution
     clock: LeaseClock
     task: asyncio.Task[Outcome] | None = None
-    stop_reason: str | None = None
-
-
-@dataclass(frozen=True)
-class _Failure(Outcome):
-    """A FAILED outcome that remembers the exception, to decide on a retry."""
-
-    exception: BaseException | None = None
+    stop_reason: StopReason | None = None
 
 
 class Runner:
@@ -157,7 +145,7 @@ class Runner:
             metrics.ATTEMPT_SECONDS.labels(execution.graph_id).observe(time.monotonic() - asked_at)
         await self._settle(attempt, outcome)
 
-    def stop(self, execution_id: uuid.UUID, reason: str) -> bool:
+    def stop(self, execution_id: uuid.UUID, reason: StopReason) -> bool:
         """Stop the graph of ``execution_id`` if it runs here; True when it did."""
         attempt = self.attempts.get(execution_id)
         if attempt is None or attempt.task is None or attempt.task.done():
@@ -166,7 +154,7 @@ class Runner:
         attempt.task.cancel()
         return True
 
-    def stop_all(self, reason: str) -> None:
+    def stop_all(self, reason: StopReason) -> None:
         for execution_id in list(self.attempts):
             self.stop(execution_id, reason)
 
@@ -234,8 +222,7 @@ class Runner:
         """Queue a retryable failure again while attempts remain; True when it did."""
         if outcome.status is not Status.FAILED or outcome.error is None:
             return False
-        exception = outcome.exception if isinstance(outcome, _Failure) else None
-        if not self.retry.is_retryable(outcome.error["type"], exception):
+        if not self.retry.is_retryable(outcome.error["type"], outcome.cause):
             return False
         used = execution.attempts_used
         if used >= execution.max_attempts:
@@ -292,7 +279,7 @@ class Runner:
                 return await self._invoke(execution, fenced(self.checkpointer, attempt.clock))
         except TimeoutError as exc:
             if deadline.expired():
-                return _Failure(
+                return Outcome(
                     Status.FAILED,
                     error={
                         "type": "timeout",
@@ -309,7 +296,7 @@ class Runner:
         config = graph_config(execution)
         graph = await self.registry.build(execution.graph_id, config, checkpointer)
         graph_input = await choose_input(graph, config, execution)
-        if isinstance(graph_input, _Refusal):
+        if isinstance(graph_input, ResumeConflict):
             return Outcome(Status.FAILED, error=graph_input.error)
         result = await graph.ainvoke(graph_input, config)
         snapshot = await graph.aget_state(config)
@@ -332,48 +319,6 @@ def _ended_as(attempt: _Attempt, outcome: Outcome | None) -> str:
     return outcome.status.value
 
 
-@dataclass(frozen=True)
-class _Refusal:
-    error: dict[str, str]
-
-
-def graph_config(execution: Execution) -> RunnableConfig:
-    """The RunnableConfig of an execution: its own config, its thread, its id in metadata."""
-    config: dict[str, Any] = dict(execution.config or {})
-    configurable = dict(config.get("configurable") or {})
-    configurable["thread_id"] = execution.thread_id
-    metadata = dict(config.get("metadata") or {})
-    metadata[EXECUTION_ID_KEY] = str(execution.execution_id)
-    config["configurable"] = configurable
-    config["metadata"] = metadata
-    return cast(RunnableConfig, config)
-
-
-async def choose_input(graph: Pregel, config: RunnableConfig, execution: Execution) -> Any:
-    """Fresh input, ``None`` (continue) or ``Command(resume=...)``: see the module doc."""
-    snapshot = await graph.aget_state(config)
-    mine = (snapshot.metadata or {}).get(EXECUTION_ID_KEY) == str(execution.execution_id)
-    if not mine:
-        if execution.has_resume:
-            return _Refusal(
-                {
-                    "type": "resume_conflict",
-                    "message": "the thread ran another execution since this one was "
-                    "interrupted, so the interrupt can no longer be resumed",
-                }
-            )
-        return execution.input
-    if execution.has_resume:
-        # The value answers the interrupts the execution showed when it was resumed; if
-        # the graph got past them and asked something new before a crash, it must not
-        # receive the old answer: continuing with None asks the new question again.
-        answered = {i["id"] for i in execution.interrupts or []}
-        pending = {i.id for i in snapshot.interrupts}
-        if answered & pending:
-            return Command(resume={iid: execution.resume for iid in answered & pending})
-    return None
-
-
 def _failure(execution: Execution, exc: BaseException) -> Outcome:
     log.warning(
         "execution %s attempt %d failed: %s: %s",
@@ -383,9 +328,9 @@ def _failure(execution: Execution, exc: BaseException) -> Outcome:
         exc,
         exc_info=exc,
     )
-    return _Failure(
+    return Outcome(
         Status.FAILED,
         error={"type": type(exc).__name__, "message": storable_text(str(exc))},
         traceback=storable_text("".join(traceback.format_exception(exc))),
-        exception=exc,
+        cause=exc,
     )

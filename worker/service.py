@@ -96,11 +96,16 @@ class WorkerService:
         if self._serving is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._serving), timeout=drain_s)
-            self.runner.stop_all(StopReason.SHUTDOWN)
+            self.hand_back_all()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._serving
         await asyncio.gather(*self._tasks, return_exceptions=True)
         log.info("worker %s stopped", self.name)
+
+    def hand_back_all(self) -> None:
+        """Stop every running graph now; each execution goes back to the queue without
+        using up an attempt (a second SIGTERM, or the end of the drain period)."""
+        self.runner.stop_all(StopReason.SHUTDOWN)
 
     async def reconcile(
         self, *, requeue_all_running: bool = False, stale_after_s: float | None = None

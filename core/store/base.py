@@ -32,6 +32,8 @@ class Outcome:
     error: dict[str, Any] | None = None
     traceback: str | None = None
     interrupts: list[dict[str, Any]] | None = field(default=None)
+    # Not stored: the exception behind a FAILED outcome, for the worker's retry decision.
+    cause: BaseException | None = field(default=None, compare=False)
 
 
 class Waiting(NamedTuple):

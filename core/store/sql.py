@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import datetime, timedelta
@@ -20,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from lg_deploy.core.database_errors import first_line, is_database_outage
 from lg_deploy.core.errors import (
     BackendUnavailable,
     IdempotencyConflict,
@@ -28,11 +27,31 @@ from lg_deploy.core.errors import (
     ThreadBusy,
 )
 from lg_deploy.core.models import Execution, utcnow
-from lg_deploy.core.states import ACTIVE, TERMINAL, Status, sources_of
+from lg_deploy.core.states import ACTIVE, TERMINAL, Move, Status, sources_of
 from lg_deploy.core.store.base import Outcome, Page, Waiting
 
 T = Execution.__table__  # type: ignore[attr-defined]
 C = T.c
+
+
+# Every status change carries this execution option naming its move, so a test can prove
+# that none bypasses the state machine (tests/test_states.py).
+MOVE_OPTION = "lg_deploy_move"
+
+
+def _move(move: Move, wanted: Status, now: Any) -> sa.Update:
+    """The UPDATE of one move of the state machine: only rows in one of the move's source
+    statuses (``core/states.py``) change, so of two racing writers exactly one wins.
+    Callers narrow it to the rows they mean."""
+    stmt = (
+        T.update()
+        .where(C.status.in_([s.value for s in sources_of(move, wanted)]))
+        .values(status=wanted.value, updated_at=now)
+        .execution_options(**{MOVE_OPTION: move.value})
+    )
+    if wanted in TERMINAL:
+        stmt = stmt.values(finished_at=now, lease_owner=None, lease_expires_at=None)
+    return stmt
 
 
 def _claim_statement() -> sa.Update:
@@ -50,21 +69,14 @@ def _claim_statement() -> sa.Update:
     )
     now = sa.bindparam("now", type_=C.not_before.type)
     return (
-        T.update()
+        _move(Move.CLAIM, Status.RUNNING, now)
         .where(C.execution_id == claim_id)
-        .where(C.status == Status.QUEUED.value)
         .where(sa.or_(C.not_before.is_(None), C.not_before <= now))
         .where(~sa.exists(older_queued_on_thread))
     )
 
 
 _CLAIM = _claim_statement()
-
-
-def request_hash(body: Mapping[str, Any]) -> str:
-    """A stable digest of a request body, to tell idempotent retries from key re-use."""
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _row_to_execution(row: sa.Row[Any]) -> Execution:
@@ -127,13 +139,13 @@ class SQLStore:
         except sa.exc.IntegrityError:
             raise
         except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError) as exc:
-            raise BackendUnavailable("database", _short(exc)) from exc
+            raise BackendUnavailable("database", first_line(exc)) from exc
         except sa.exc.DBAPIError as exc:
             if is_database_outage(exc):
-                raise BackendUnavailable("database", _short(exc)) from exc
+                raise BackendUnavailable("database", first_line(exc)) from exc
             raise
         except (OSError, ConnectionError) as exc:
-            raise BackendUnavailable("database", _short(exc)) from exc
+            raise BackendUnavailable("database", first_line(exc)) from exc
 
     async def ping(self) -> None:
         async with self._begin() as conn:
@@ -222,29 +234,25 @@ class SQLStore:
         more = len(rows) > limit
         return Page(items=items, next_cursor=str(items[-1].execution_id) if more else None)
 
-    async def _transition(
+    async def _apply(
         self,
+        move: Move,
         execution_id: uuid.UUID,
         wanted: Status,
         values: Mapping[str, Any],
         *,
         attempt: int | None = None,
-        sources: Iterable[Status] | None = None,
     ) -> Execution | None:
-        """Apply one allowed move in one conditional UPDATE; None when it did not apply."""
-        allowed = sources_of(wanted) if sources is None else frozenset(sources)
-        now = utcnow()
+        """Apply ``move`` to one execution in one conditional UPDATE; None when it did not
+        apply (the execution was not in a source status, or ``attempt`` moved on)."""
         stmt = (
-            T.update()
+            _move(move, wanted, utcnow())
             .where(C.execution_id == execution_id)
-            .where(C.status.in_([s.value for s in allowed]))
-            .values(status=wanted.value, updated_at=now, **values)
+            .values(**values)
             .returning(*T.c)
         )
         if attempt is not None:
             stmt = stmt.where(C.attempt == attempt)
-        if wanted in TERMINAL:
-            stmt = stmt.values(finished_at=now, lease_owner=None, lease_expires_at=None)
         async with self._begin() as conn:
             row = (await conn.execute(stmt)).first()
         return None if row is None else _row_to_execution(row)
@@ -256,12 +264,10 @@ class SQLStore:
     async def claim(self, execution_id: uuid.UUID, owner: str, lease_s: float) -> Execution | None:
         now = utcnow()
         stmt = _CLAIM.values(
-            status=Status.RUNNING.value,
             attempt=C.attempt + 1,
             lease_owner=owner,
             lease_expires_at=now + timedelta(seconds=lease_s),
             started_at=sa.func.coalesce(C.started_at, now),
-            updated_at=now,
         ).returning(*T.c)
         try:
             async with self._begin() as conn:
@@ -313,9 +319,7 @@ class SQLStore:
             values["attempt_errors"] = await self._with_attempt_error(
                 execution_id, attempt, outcome.error
             )
-        row = await self._transition(
-            execution_id, outcome.status, values, attempt=attempt, sources=[Status.RUNNING]
-        )
+        row = await self._apply(Move.FINISH, execution_id, outcome.status, values, attempt=attempt)
         return row is not None
 
     async def retry(
@@ -328,33 +332,28 @@ class SQLStore:
             "attempt_errors": await self._with_attempt_error(execution_id, attempt, error),
             "not_before": utcnow() + timedelta(seconds=delay_s),
         }
-        row = await self._transition(
-            execution_id, Status.QUEUED, values, attempt=attempt, sources=[Status.RUNNING]
-        )
+        row = await self._apply(Move.RETRY, execution_id, Status.QUEUED, values, attempt=attempt)
         return row is not None
 
     async def release(self, execution_id: uuid.UUID, attempt: int) -> bool:
-        row = await self._transition(
+        row = await self._apply(
+            Move.HAND_BACK,
             execution_id,
             Status.QUEUED,
             {"lease_owner": None, "lease_expires_at": None, "handbacks": C.handbacks + 1},
             attempt=attempt,
-            sources=[Status.RUNNING],
         )
         return row is not None
 
     async def cancel(self, execution_id: uuid.UUID) -> Execution:
-        row = await self._transition(execution_id, Status.CANCELLED, {})
+        row = await self._apply(Move.CANCEL, execution_id, Status.CANCELLED, {})
         if row is None:
             raise await self._explain_refusal(execution_id, Status.CANCELLED)
         return row
 
     async def resume(self, execution_id: uuid.UUID, value: Any) -> Execution:
-        row = await self._transition(
-            execution_id,
-            Status.QUEUED,
-            {"resume": value, "has_resume": True},
-            sources=[Status.INTERRUPTED],
+        row = await self._apply(
+            Move.RESUME, execution_id, Status.QUEUED, {"resume": value, "has_resume": True}
         )
         if row is None:
             raise await self._explain_refusal(execution_id, Status.QUEUED)
@@ -363,7 +362,7 @@ class SQLStore:
     async def requeue_expired(
         self, now: datetime, *, max_recoveries: int | None = None
     ) -> list[Waiting]:
-        expired = sa.and_(C.status == Status.RUNNING.value, C.lease_expires_at < now)
+        expired = C.lease_expires_at < now
         async with self._begin() as conn:
             if max_recoveries is not None:
                 # Attempts that ended neither in a recorded failure nor in a hand-back
@@ -380,27 +379,15 @@ class SQLStore:
                     "may be killing its process (memory, a crash in native code)",
                 }
                 await conn.execute(
-                    T.update()
+                    _move(Move.ABANDON, Status.FAILED, utcnow())
                     .where(expired)
                     .where(lost > max_recoveries)
-                    .values(
-                        status=Status.FAILED.value,
-                        error=error,
-                        lease_owner=None,
-                        lease_expires_at=None,
-                        finished_at=utcnow(),
-                        updated_at=utcnow(),
-                    )
+                    .values(error=error)
                 )
             stmt = (
-                T.update()
+                _move(Move.RECOVER, Status.QUEUED, utcnow())
                 .where(expired)
-                .values(
-                    status=Status.QUEUED.value,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    updated_at=utcnow(),
-                )
+                .values(lease_owner=None, lease_expires_at=None)
                 .returning(C.execution_id, C.attempt, C.not_before)
             )
             return [Waiting(*row) for row in await conn.execute(stmt)]
@@ -442,37 +429,3 @@ class SQLStore:
         counts = dict.fromkeys(statuses, 0)
         counts.update({Status(s): n for s, n in rows})
         return counts
-
-
-def _short(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
-
-
-def is_database_outage(exc: BaseException) -> bool:
-    """A failure of the database connection itself, not of the statement: refused,
-    dropped, or the server shutting down or starting (SQLSTATE classes 08 and 57P), from
-    SQLAlchemy (the store) or psycopg (the PostgreSQL checkpointer). A bare OSError is not
-    one: raised by a graph, it is the graph's own failure."""
-    import psycopg
-    import psycopg_pool
-
-    if isinstance(
-        exc,
-        BackendUnavailable
-        | psycopg.OperationalError
-        | psycopg.InterfaceError
-        | psycopg_pool.PoolTimeout
-        | sa.exc.OperationalError
-        | sa.exc.InterfaceError
-        | sa.exc.TimeoutError,
-    ):
-        return True
-    if isinstance(exc, sa.exc.DBAPIError):
-        if exc.connection_invalidated:
-            return True
-        for cause in (exc.orig, exc.orig.__cause__ if exc.orig else None):
-            code = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
-            if isinstance(code, str) and code.startswith(("08", "57P")):
-                return True
-    return False

@@ -14,34 +14,16 @@ import logging
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
 
 from lg_deploy.core.errors import LgDeployError
 from lg_deploy.core.settings import Settings
+from lg_deploy.core.urls import mask_url
+from lg_deploy.run.logs import setup_logging
 
 if TYPE_CHECKING:
     from lg_deploy.core.graphs import GraphRegistry
 
 log = logging.getLogger("lg_deploy")
-
-
-def mask_url(url: str) -> str:
-    """``scheme://user:***@host/db``: a URL fit for a log line."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    # Alembic announces every plugin it loads at INFO.
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 def load_graphs(settings: Settings) -> GraphRegistry:
@@ -56,8 +38,8 @@ def load_graphs(settings: Settings) -> GraphRegistry:
 def cmd_dev(settings: Settings) -> int:
     import uvicorn
 
-    from lg_deploy.api.app import create_app
     from lg_deploy.core.store.migrate import migrate
+    from lg_deploy.run.api_process import dev_app
 
     if not settings.queue_url.startswith("memory://"):
         log.warning("dev mode runs its own worker on the in-process queue; using memory://")
@@ -66,7 +48,7 @@ def cmd_dev(settings: Settings) -> int:
     registry = load_graphs(settings)
     log.info("database: %s", mask_url(url))
     asyncio.run(migrate(url))
-    app = create_app(settings, registry, run_worker=True, drain_s=0.0)
+    app = dev_app(settings, registry)
     log.info("API on http://%s:%d (docs at /docs)", settings.host, settings.port)
     uvicorn.run(
         app,
@@ -91,20 +73,12 @@ def _describe_backends(settings: Settings) -> None:
 async def _preflight(settings: Settings) -> None:
     """Refuse to start on a wrong URL, an unreachable backend (after the start-up retry)
     or a database that was not migrated."""
-    from lg_deploy.api.runtime import wait_for_backends
-    from lg_deploy.core.queue import open_queue
-    from lg_deploy.core.store import open_store
     from lg_deploy.core.store.migrate import schema_is_current
+    from lg_deploy.run.wiring import open_backends
 
-    url = settings.resolved_database_url()
-    store = open_store(url)
-    queue = open_queue(settings.queue_url, name=settings.queue_name)
-    try:
-        await wait_for_backends(store, queue, settings.startup_timeout_s)
-    finally:
-        await queue.close()
-        await store.close()
-    if not await schema_is_current(url):
+    async with open_backends(settings):
+        pass
+    if not await schema_is_current(settings.resolved_database_url()):
         raise ConfigurationError(
             "the database schema is not up to date: run `lg-deploy migrate` first"
         )
@@ -129,7 +103,7 @@ def cmd_api(settings: Settings) -> int:
         settings.api_workers,
     )
     uvicorn.run(
-        "lg_deploy.api.app:app_from_environment",
+        "lg_deploy.run.api_process:app_from_environment",
         factory=True,
         host=settings.host,
         port=settings.port,
@@ -151,7 +125,7 @@ def require_shared_queue(settings: Settings, command: str) -> None:
 
 
 def cmd_worker(settings: Settings) -> int:
-    from lg_deploy.worker.main import run_worker
+    from lg_deploy.run.worker_process import run_worker
 
     require_shared_queue(settings, "worker")
     registry = load_graphs(settings)

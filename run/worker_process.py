@@ -13,10 +13,10 @@ import signal
 
 from prometheus_client import start_http_server
 
-from lg_deploy.api.runtime import Runtime, open_runtime
 from lg_deploy.core.graphs import GraphRegistry
 from lg_deploy.core.settings import Settings
-from lg_deploy.worker.runner import StopReason
+from lg_deploy.run.wiring import open_backends, running_worker
+from lg_deploy.worker.service import WorkerService
 
 log = logging.getLogger("lg_deploy.worker")
 
@@ -24,7 +24,7 @@ log = logging.getLogger("lg_deploy.worker")
 async def run_worker(settings: Settings, registry: GraphRegistry) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    running: list[Runtime] = []
+    serving: list[WorkerService] = []
 
     def on_signal(signum: int) -> None:
         if not stop.is_set():
@@ -36,9 +36,8 @@ async def run_worker(settings: Settings, registry: GraphRegistry) -> None:
             stop.set()
             return
         log.info("second signal: handing running executions back now")
-        for runtime in running:
-            if runtime.worker is not None:
-                runtime.worker.runner.stop_all(StopReason.SHUTDOWN)
+        for worker in serving:
+            worker.hand_back_all()
 
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_addr)
@@ -47,10 +46,11 @@ async def run_worker(settings: Settings, registry: GraphRegistry) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
     try:
-        async with open_runtime(
-            settings, registry, run_worker=True, drain_s=settings.drain_s
-        ) as runtime:
-            running.append(runtime)
+        async with (
+            open_backends(settings) as backends,
+            running_worker(settings, registry, backends, drain_s=settings.drain_s) as worker,
+        ):
+            serving.append(worker)
             await stop.wait()
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
