@@ -8,13 +8,17 @@ from collections.abc import AsyncIterator
 from importlib.metadata import version
 
 from fastapi import FastAPI
+from prometheus_client import REGISTRY, CollectorRegistry
 
 from lg_deploy.api import errors
 from lg_deploy.api.auth import ApiKeys
 from lg_deploy.api.deps import BackendsFactory
+from lg_deploy.api.health import router as health_router
 from lg_deploy.api.limits import BodyLimit
+from lg_deploy.api.metrics import RequestMetrics
 from lg_deploy.api.metrics import router as metrics_router
 from lg_deploy.api.routes import router
+from lg_deploy.api.waiting import Waiters
 from lg_deploy.core.graphs import GraphRegistry
 from lg_deploy.core.settings import Settings
 
@@ -23,14 +27,27 @@ DESCRIPTION = """Durable LangGraph executions behind a REST API.
 Every error answers with `{"error": {"code", "message", "details"}}`."""
 
 
-def create_app(settings: Settings, registry: GraphRegistry, backends: BackendsFactory) -> FastAPI:
-    """The API over the backends that ``backends`` opens when the app starts."""
+def create_app(
+    settings: Settings,
+    registry: GraphRegistry,
+    backends: BackendsFactory,
+    *,
+    metrics_registry: CollectorRegistry = REGISTRY,
+) -> FastAPI:
+    """The API over the backends that ``backends`` opens when the app starts; /metrics
+    shows ``metrics_registry`` besides the deployment's gauges."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with backends() as opened:
+            waiters = Waiters(opened.store, opened.queue)
+            await waiters.start()
             app.state.backends = opened
-            yield
+            app.state.waiters = waiters
+            try:
+                yield
+            finally:
+                await waiters.stop()
 
     app = FastAPI(
         title="lg-deploy",
@@ -40,10 +57,15 @@ def create_app(settings: Settings, registry: GraphRegistry, backends: BackendsFa
     )
     app.state.settings = settings
     app.state.registry = registry
+    app.state.metrics_registry = metrics_registry
     errors.install(app)
     app.include_router(router)
+    app.include_router(health_router)
     app.include_router(metrics_router)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimit, max_bytes=settings.max_body_bytes, read_timeout_s=settings.body_timeout_s
+    )
     if keys := settings.api_key_set():
-        app.add_middleware(ApiKeys, keys=keys)  # outermost: checked before the body is read
+        app.add_middleware(ApiKeys, keys=keys)  # checked before the body is read
+    app.add_middleware(RequestMetrics)  # outermost: counts every answer, 401s included
     return app

@@ -1,7 +1,8 @@
 """Typed dependencies: routes reach the backends the lifespan opened through these.
 
 ``create_app`` takes a factory that opens the backends; the lifespan keeps what it yields
-on ``app.state``, and routes ask for each part by type.
+on ``app.state``, and routes ask for each part by type. The getters are ``async def`` so
+that FastAPI calls them on the event loop, not in its thread pool.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from lg_deploy.api.waiting import Waiters
 from lg_deploy.core.graphs import GraphRegistry
 from lg_deploy.core.queue import Queue
 from lg_deploy.core.settings import Settings
@@ -31,30 +33,36 @@ class Backends:
 BackendsFactory = Callable[[], AbstractAsyncContextManager[Backends]]
 
 
-def get_backends(request: Request) -> Backends:
+async def get_backends(request: Request) -> Backends:
     backends: Backends = request.app.state.backends
     return backends
 
 
-def get_store(request: Request) -> Store:
-    return get_backends(request).store
+async def get_store(request: Request) -> Store:
+    return (await get_backends(request)).store
 
 
-def get_queue(request: Request) -> Queue:
-    return get_backends(request).queue
+async def get_queue(request: Request) -> Queue:
+    return (await get_backends(request)).queue
 
 
-def get_registry(request: Request) -> GraphRegistry:
+async def get_registry(request: Request) -> GraphRegistry:
     registry: GraphRegistry = request.app.state.registry
     return registry
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
+async def get_waiters(request: Request) -> Waiters:
+    waiters: Waiters = request.app.state.waiters
+    return waiters
+
+
 StoreDep = Annotated[Store, Depends(get_store)]
+WaitersDep = Annotated[Waiters, Depends(get_waiters)]
 QueueDep = Annotated[Queue, Depends(get_queue)]
 RegistryDep = Annotated[GraphRegistry, Depends(get_registry)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -15,7 +15,9 @@ from starlette.types import Send
 
 from lg_deploy.api.schemas import ErrorResponse
 from lg_deploy.core.errors import (
+    BackendBusy,
     BackendUnavailable,
+    ExecutionActive,
     IdempotencyConflict,
     InvalidTransition,
     NotFound,
@@ -79,6 +81,7 @@ HTTP_CODES = {
     401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "payload_too_large",
 }
 
@@ -124,6 +127,15 @@ def install(app: FastAPI) -> None:
     async def thread_busy(_: Request, exc: ThreadBusy) -> JSONResponse:
         return error_response(409, "thread_busy", str(exc), {"thread_id": exc.thread_id})
 
+    @app.exception_handler(ExecutionActive)
+    async def execution_active(_: Request, exc: ExecutionActive) -> JSONResponse:
+        return error_response(
+            409,
+            "execution_active",
+            str(exc),
+            {"execution_id": exc.execution_id, "status": exc.status},
+        )
+
     @app.exception_handler(QueueFull)
     async def queue_full(_: Request, exc: QueueFull) -> JSONResponse:
         return error_response(
@@ -145,8 +157,22 @@ def install(app: FastAPI) -> None:
             headers={"Retry-After": str(RETRY_AFTER_S)},
         )
 
+    @app.exception_handler(BackendBusy)
+    async def busy(_: Request, exc: BackendBusy) -> JSONResponse:
+        log.warning("answering 503: %s", exc)
+        return error_response(
+            503,
+            "backend_busy",
+            f"too many requests wait for the {exc.name} in this API process; try again shortly",
+            {"backend": exc.name},
+            headers={"Retry-After": "1"},
+        )
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and isinstance(exc.__cause__, ValueError | RecursionError):
+            # FastAPI could not decode the body at all: not UTF-8, or nested too deep.
+            return error_response(400, "malformed_json", "the body is not valid JSON")
         code = HTTP_CODES.get(exc.status_code, "http_error")
         return error_response(
             exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None)

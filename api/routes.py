@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import time
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Header, Query, Response, status
-from fastapi.responses import JSONResponse
 
-from lg_deploy.api.deps import QueueDep, RegistryDep, SettingsDep, StoreDep
+from lg_deploy.api import metrics
+from lg_deploy.api.deps import QueueDep, RegistryDep, SettingsDep, StoreDep, WaitersDep
 from lg_deploy.api.errors import UnknownGraph, responses
+from lg_deploy.api.render import execution_response, page_response
 from lg_deploy.api.schemas import (
     ExecuteRequest,
     ExecutionOut,
     ExecutionPage,
     GraphOut,
-    Health,
     ResumeRequest,
 )
 from lg_deploy.core.errors import BackendUnavailable, NotFound, QueueFull
@@ -64,15 +62,17 @@ async def execute(
     queue: QueueDep,
     registry: RegistryDep,
     settings: SettingsDep,
-    response: Response,
     idempotency_key: Annotated[
         str | None,
         Header(
+            min_length=1,
             max_length=200,
-            description="Retries with the same key and body return the same execution.",
+            pattern=r"\S",
+            description="Retries with the same key and body return the same execution. "
+            "Not empty or blank.",
         ),
     ] = None,
-) -> ExecutionOut:
+) -> Response:
     """Write the execution, enqueue its id and answer at once, without waiting for the graph."""
     if body.graph_id not in registry:
         raise UnknownGraph(body.graph_id, sorted(registry.graphs))
@@ -83,30 +83,31 @@ async def execute(
         graph_id=body.graph_id,
         thread_id=body.thread_id or str(execution_id),
         input=body.input,
-        config=body.config or {},
+        config=body.run_config(),
         meta=body.metadata or {},
         timeout_s=body.timeout_s,
         max_attempts=body.max_attempts or settings.max_attempts,
         idempotency_key=idempotency_key,
         request_hash=request_hash(body.model_dump()) if idempotency_key else None,
     )
-    # The row is committed before the id is enqueued (invariant 2): a crash in between
-    # leaves a QUEUED row that the reconciler enqueues.
+    # The row is committed before the id is enqueued (docs/architecture.md, invariant 2):
+    # a crash in between leaves a QUEUED row that the reconciler enqueues.
     execution, created = await store.create(
         execution, reject_if_thread_busy=body.multitask_strategy == "reject"
     )
+    headers = _location(execution.execution_id)
     if created:
+        metrics.SUBMITTED.labels(execution.graph_id).inc()
         try:
             await queue.enqueue(execution.execution_id)
         except BackendUnavailable as exc:
             # Accepted all the same: the row is committed, and the workers' reconciler
             # enqueues QUEUED executions that are not moving once the queue is back.
             log.warning("execution %s accepted; enqueue deferred: %s", execution_id, exc)
-            response.headers["Enqueue-Deferred"] = "true"
+            headers["Enqueue-Deferred"] = "true"
     else:
-        response.headers["Idempotent-Replayed"] = "true"
-    response.headers.update(_location(execution.execution_id))
-    return ExecutionOut.of(execution)
+        headers["Idempotent-Replayed"] = "true"
+    return execution_response(execution, status_code=202, headers=headers)
 
 
 async def _check_backpressure(queue: Queue, store: Store, limit: int) -> None:
@@ -138,13 +139,15 @@ async def list_executions(
     cursor: Annotated[
         uuid.UUID | None, Query(description="next_cursor of the previous page")
     ] = None,
-) -> ExecutionPage:
+    include: Annotated[
+        list[Literal["input", "output"]],
+        Query(description="Add each item's input, or its output and interrupts."),
+    ] = [],  # noqa: B006 (FastAPI copies defaults)
+) -> Response:
     page = await store.list_executions(
         status=status_, graph_id=graph_id, thread_id=thread_id, limit=limit, cursor=cursor
     )
-    return ExecutionPage(
-        items=[ExecutionOut.of(e) for e in page.items], next_cursor=page.next_cursor
-    )
+    return page_response(page, include)
 
 
 @router.get(
@@ -154,8 +157,22 @@ async def list_executions(
     summary="Read an execution",
     tags=["executions"],
 )
-async def get_execution(execution_id: str, store: StoreDep) -> ExecutionOut:
-    return ExecutionOut.of(await store.get(_parse_id(execution_id)))
+async def get_execution(execution_id: str, store: StoreDep) -> Response:
+    return execution_response(await store.get(_parse_id(execution_id)))
+
+
+@router.delete(
+    "/executions/{execution_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=responses(401, 404, 409, 503),
+    summary="Delete a finished execution's record",
+    tags=["executions"],
+)
+async def delete_execution(execution_id: str, store: StoreDep) -> Response:
+    """Only COMPLETED, FAILED or CANCELLED executions: cancel a running one first. The
+    thread's checkpoints stay with the thread."""
+    await store.delete(_parse_id(execution_id))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get(
@@ -168,22 +185,20 @@ async def get_execution(execution_id: str, store: StoreDep) -> ExecutionOut:
 async def wait_execution(
     execution_id: str,
     store: StoreDep,
+    waiters: WaitersDep,
     timeout: Annotated[float, Query(ge=0, le=MAX_WAIT_S, description="Seconds")] = 30.0,
-) -> ExecutionOut:
-    """Long-poll the store (any worker may finish it), backing off from 10 ms to 250 ms."""
+) -> Response:
+    """A long poll that holds no database connection while it waits (``api/waiting.py``)."""
     eid = _parse_id(execution_id)
-    deadline = time.monotonic() + timeout
-    delay = 0.01
-    while True:
+    execution = await store.get(eid)
+    if not _settled(execution) and timeout > 0:
+        await waiters.wait(eid, timeout)
         execution = await store.get(eid)
-        if execution.status in TERMINAL or execution.status is Status.INTERRUPTED:
-            break
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        await asyncio.sleep(min(delay, left))
-        delay = min(delay * 2, 0.25)
-    return ExecutionOut.of(execution)
+    return execution_response(execution)
+
+
+def _settled(execution: Execution) -> bool:
+    return execution.status in TERMINAL or execution.status is Status.INTERRUPTED
 
 
 @router.post(
@@ -193,13 +208,15 @@ async def wait_execution(
     summary="Cancel a queued, running or interrupted execution",
     tags=["executions"],
 )
-async def cancel_execution(execution_id: str, store: StoreDep, queue: QueueDep) -> ExecutionOut:
+async def cancel_execution(execution_id: str, store: StoreDep, queue: QueueDep) -> Response:
     """The store is the truth (CANCELLED at once); the queue nudges the worker running it,
-    which also finds out at its next heartbeat."""
+    which also finds out at its next lease renewal, and wakes the long polls."""
     execution = await store.cancel(_parse_id(execution_id))
+    metrics.CANCELLED.labels(execution.graph_id).inc()
     with contextlib.suppress(BackendUnavailable):
-        await queue.publish_cancel(execution.execution_id)
-    return ExecutionOut.of(execution)
+        await queue.publish("cancelled", execution.execution_id)
+        await queue.publish("settled", execution.execution_id)
+    return execution_response(execution)
 
 
 @router.post(
@@ -215,8 +232,7 @@ async def resume_execution(
     body: Annotated[ResumeRequest, Body()],
     store: StoreDep,
     queue: QueueDep,
-    response: Response,
-) -> ExecutionOut:
+) -> Response:
     """INTERRUPTED -> QUEUED; the graph continues from its checkpoint, and the paused
     ``interrupt()`` returns ``resume``."""
     execution = await store.resume(_parse_id(execution_id), body.resume)
@@ -224,8 +240,7 @@ async def resume_execution(
         await queue.enqueue(execution.execution_id, attempt=execution.attempt)
     except BackendUnavailable as exc:  # the reconciler enqueues it once the queue is back
         log.warning("execution %s resumed; enqueue deferred: %s", execution.execution_id, exc)
-    response.headers.update(_location(execution.execution_id))
-    return ExecutionOut.of(execution)
+    return execution_response(execution, status_code=202, headers=_location(execution.execution_id))
 
 
 @router.get(
@@ -245,32 +260,3 @@ async def list_graphs(registry: RegistryDep) -> list[GraphOut]:
         )
         for spec in registry.graphs.values()
     ]
-
-
-@router.get("/healthz", response_model=Health, summary="The process is up", tags=["health"])
-async def healthz() -> Health:
-    return Health(status="ok")
-
-
-@router.get(
-    "/readyz",
-    response_model=Health,
-    responses={503: {"model": Health}},
-    summary="The store and the queue are reachable",
-    tags=["health"],
-)
-async def readyz(store: StoreDep, queue: QueueDep, settings: SettingsDep) -> Any:
-    checks: dict[str, str] = {}
-    for name, backend in (("database", store), ("queue", queue)):
-        try:
-            await asyncio.wait_for(backend.ping(), timeout=settings.ready_timeout_s)
-            checks[name] = "ok"
-        except (BackendUnavailable, TimeoutError) as exc:
-            checks[name] = str(exc) or "timed out"
-    if all(v == "ok" for v in checks.values()):
-        return Health(status="ok", checks=checks)
-    return JSONResponse(
-        Health(status="unavailable", checks=checks).model_dump(),
-        status_code=503,
-        headers={"Retry-After": "5"},
-    )

@@ -1,4 +1,9 @@
-"""Request and response bodies of the REST API."""
+"""Request and response bodies of the REST API.
+
+Requests are validated strictly: what a store, LangGraph or a later reader would refuse
+is a 422 at submit, with nothing written (``core/jsonable.py``), and numbers are not
+coerced from strings or booleans.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lg_deploy.core.jsonable import find_unstorable
 from lg_deploy.core.models import Execution
@@ -16,6 +21,57 @@ MAX_TIMEOUT_S = 7 * 24 * 3600
 RESERVED_CONFIGURABLE = frozenset(
     {"thread_id", "checkpoint_id", "checkpoint_ns", "checkpoint_map", "checkpoint_during"}
 )
+# RunnableConfig keys a client may not send: they are objects of the worker's process, or
+# chosen by lg-deploy for each attempt.
+REFUSED_CONFIG = {
+    "callbacks": "callbacks are objects of the worker's process; set them in the graph",
+    "run_id": "lg-deploy gives each attempt a run id of its own",
+}
+
+
+def _no_unstorable(value: Any) -> Any:
+    if problem := find_unstorable(value):
+        raise ValueError(problem)
+    return value
+
+
+class RunConfig(BaseModel):
+    """The parts of a LangGraph RunnableConfig a request may set."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    configurable: dict[str, Any] | None = Field(
+        default=None, description="Values the graph reads from config['configurable']."
+    )
+    metadata: dict[str, Any] | None = Field(default=None, description="Tracing metadata.")
+    tags: list[str] | None = Field(default=None, description="Tracing tags.")
+    run_name: str | None = Field(default=None, max_length=200)
+    recursion_limit: int | None = Field(default=None, ge=1, le=100_000)
+    max_concurrency: int | None = Field(default=None, ge=1, le=10_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refused_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, why in REFUSED_CONFIG.items():
+                if key in data:
+                    raise ValueError(f"config.{key} may not be set: {why}")
+        return data
+
+    @field_validator("configurable")
+    @classmethod
+    def _no_reserved_configurable(cls, configurable: dict[str, Any] | None) -> Any:
+        """The thread and the checkpoints are lg-deploy's to choose: a caller's choice
+        would break resuming after a crash."""
+        reserved = sorted(
+            k for k in configurable or {} if k in RESERVED_CONFIGURABLE or k.startswith("__")
+        )
+        if reserved:
+            raise ValueError(
+                f"config.configurable may not set {', '.join(reserved)}: lg-deploy manages "
+                "threads and checkpoints (use thread_id)"
+            )
+        return configurable
 
 
 class ExecuteRequest(BaseModel):
@@ -23,7 +79,7 @@ class ExecuteRequest(BaseModel):
 
     graph_id: str = Field(min_length=1, max_length=200, description="A graph of langgraph.json.")
     input: Any = Field(default=None, description="The graph's input (JSON).")
-    config: dict[str, Any] | None = Field(
+    config: RunConfig | None = Field(
         default=None, description="A LangGraph RunnableConfig: configurable, tags, ..."
     )
     thread_id: str | None = Field(
@@ -37,12 +93,14 @@ class ExecuteRequest(BaseModel):
         default=None,
         gt=0,
         le=MAX_TIMEOUT_S,
+        strict=True,
         description="Time limit of each attempt in seconds (default: the server's).",
     )
     max_attempts: int | None = Field(
         default=None,
         ge=1,
         le=100,
+        strict=True,
         description="Attempts for a retryable failure, the first included (default: the server's).",
     )
     multitask_strategy: Literal["enqueue", "reject"] = Field(
@@ -54,37 +112,23 @@ class ExecuteRequest(BaseModel):
     @field_validator("graph_id", "thread_id")
     @classmethod
     def _printable(cls, value: str | None) -> str | None:
-        if value is not None and "\x00" in value:
-            raise ValueError("must not contain a NUL character")
-        return value
+        return _no_unstorable(value)
 
-    @field_validator("input", "config", "metadata")
+    @field_validator("input", "metadata")
     @classmethod
     def _storable(cls, value: Any) -> Any:
-        if problem := find_unstorable(value):
-            raise ValueError(problem)
-        return value
+        return _no_unstorable(value)
 
     @field_validator("config")
     @classmethod
-    def _no_reserved_config(cls, config: dict[str, Any] | None) -> dict[str, Any] | None:
-        """The thread and the checkpoints are lg-deploy's to choose: a caller's choice
-        would break resuming after a crash."""
-        if config is None:
-            return None
-        for key in ("configurable", "metadata"):
-            if key in config and not isinstance(config[key], dict):
-                raise ValueError(f"config.{key} must be an object")
-        configurable = config.get("configurable") or {}
-        reserved = sorted(
-            k for k in configurable if k in RESERVED_CONFIGURABLE or k.startswith("__")
-        )
-        if reserved:
-            raise ValueError(
-                f"config.configurable may not set {', '.join(reserved)}: lg-deploy manages "
-                "threads and checkpoints (use thread_id)"
-            )
+    def _storable_config(cls, config: RunConfig | None) -> RunConfig | None:
+        if config is not None:
+            _no_unstorable(config.model_dump(exclude_none=True))
         return config
+
+    def run_config(self) -> dict[str, Any]:
+        """The config as stored: only what the request set."""
+        return {} if self.config is None else self.config.model_dump(exclude_none=True)
 
 
 class ResumeRequest(BaseModel):
@@ -95,9 +139,7 @@ class ResumeRequest(BaseModel):
     @field_validator("resume")
     @classmethod
     def _storable(cls, value: Any) -> Any:
-        if problem := find_unstorable(value):
-            raise ValueError(problem)
-        return value
+        return _no_unstorable(value)
 
 
 class ExecutionError(BaseModel):
@@ -117,17 +159,14 @@ class AttemptError(BaseModel):
     at: datetime
 
 
-class ExecutionOut(BaseModel):
+class ExecutionSummary(BaseModel):
+    """An execution as lists show it: without its input and result unless asked for."""
+
     execution_id: uuid.UUID
     graph_id: str
     thread_id: str
     status: Status
-    input: Any
-    output: Any = None
     error: ExecutionError | None = None
-    interrupts: list[Interrupt] | None = Field(
-        default=None, description="What the graph asked for, while INTERRUPTED."
-    )
     config: dict[str, Any]
     metadata: dict[str, Any]
     attempts: int = Field(
@@ -140,21 +179,38 @@ class ExecutionOut(BaseModel):
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    unreadable: str | None = Field(
+        default=None,
+        description="Set when the stored record cannot be shown in full (written by an older "
+        "version, or damaged): what failed. The other fields are then left out.",
+    )
+
+
+class ExecutionOut(ExecutionSummary):
+    input: Any = None
+    output: Any = None
+    interrupts: list[Interrupt] | None = Field(
+        default=None, description="What the graph asked for, while INTERRUPTED."
+    )
 
     @classmethod
-    def of(cls, execution: Execution) -> ExecutionOut:
+    def of(
+        cls, execution: Execution, *, with_input: bool = True, with_result: bool = True
+    ) -> ExecutionOut:
         return cls(
             execution_id=execution.execution_id,
             graph_id=execution.graph_id,
             thread_id=execution.thread_id,
             status=execution.status,
-            input=execution.input,
-            output=execution.output,
+            input=execution.input if with_input else None,
+            output=execution.output if with_result else None,
             error=ExecutionError.model_validate(execution.error) if execution.error else None,
             # Kept after a resume (they say which interrupts the value answers), shown
             # only while the execution waits for an answer.
             interrupts=[Interrupt.model_validate(i) for i in execution.interrupts]
-            if execution.interrupts is not None and execution.status is Status.INTERRUPTED
+            if with_result
+            and execution.interrupts is not None
+            and execution.status is Status.INTERRUPTED
             else None,
             config=execution.config,
             metadata=execution.meta,
@@ -170,7 +226,9 @@ class ExecutionOut(BaseModel):
 
 
 class ExecutionPage(BaseModel):
-    items: list[ExecutionOut]
+    items: list[ExecutionOut] = Field(
+        description="Without input, output and interrupts unless ?include= asks for them."
+    )
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page.")
 
 

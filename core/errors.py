@@ -7,8 +7,12 @@ callers can act on it and the API can turn it into a precise HTTP answer:
 - ``InvalidTransition(current, wanted)``: the state machine forbids the move (HTTP 409).
 - ``IdempotencyConflict(key)``: an Idempotency-Key re-used with another body (HTTP 409).
 - ``ThreadBusy(thread_id)``: the thread already runs an execution (HTTP 409).
+- ``ExecutionActive(execution_id, status)``: only a finished execution may be deleted
+  (HTTP 409).
 - ``QueueFull(depth, limit)``: backpressure, the queue is past its limit (HTTP 429).
 - ``BackendUnavailable(name, reason)``: the store or the queue cannot be reached (HTTP 503).
+- ``BackendBusy(name, reason)``: it answers, but this process has no free connection to it
+  in time (HTTP 503 ``backend_busy``): overload, not an outage.
 - ``UnknownBackend(url, schemes)``: a backend URL with a scheme nobody serves.
 - ``GraphConfigError(path, graph_id, reason)``: a broken ``langgraph.json`` entry.
 - ``LeaseLost(execution_id, attempt)``: a worker's claim was taken over or cancelled.
@@ -52,6 +56,16 @@ class ThreadBusy(LgDeployError):
         super().__init__(f"thread {thread_id!r} already has an execution in progress")
 
 
+class ExecutionActive(LgDeployError):
+    def __init__(self, execution_id: str, status: str) -> None:
+        self.execution_id = execution_id
+        self.status = status
+        super().__init__(
+            f"execution {execution_id} is {status}: only a finished execution may be deleted "
+            "(cancel it first)"
+        )
+
+
 class QueueFull(LgDeployError):
     def __init__(self, depth: int, limit: int) -> None:
         self.depth = depth
@@ -64,6 +78,12 @@ class BackendUnavailable(LgDeployError):
         self.name = name
         self.reason = reason
         super().__init__(f"{name} is unavailable" + (f": {reason}" if reason else ""))
+
+
+class BackendBusy(BackendUnavailable):
+    def __init__(self, name: str, reason: str = "") -> None:
+        super().__init__(name, reason)
+        self.args = (f"{name} is busy" + (f": {reason}" if reason else ""),)
 
 
 class UnknownBackend(LgDeployError):

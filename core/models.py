@@ -55,7 +55,7 @@ class Execution(SQLModel, table=True):
         sa.Index("ix_executions_status_id", "status", "execution_id"),
         sa.Index("ix_executions_graph_id_id", "graph_id", "execution_id"),
         sa.Index("ix_executions_thread_id_id", "thread_id", "execution_id"),
-        sa.Index("ix_executions_status_updated_at", "status", "updated_at"),
+        sa.Index("ix_executions_status_queued_at", "status", "queued_at"),
         # Invariant 5: at most one RUNNING execution per thread, enforced by the database.
         sa.Index(
             "ux_executions_running_thread",
@@ -103,6 +103,9 @@ class Execution(SQLModel, table=True):
     request_hash: str | None = Field(default=None, max_length=64)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # When it last became runnable while QUEUED: submitted, handed back, recovered, resumed,
+    # or a retry's backoff over. Queue wait is measured from here to the claim.
+    queued_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 

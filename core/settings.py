@@ -6,6 +6,8 @@ values down as arguments. Nothing in ``lg_deploy.core`` reads the environment it
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -40,6 +42,11 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(
         default=1024 * 1024, gt=0, description="Largest request body the API accepts."
+    )
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long the API waits for a request body to arrive in full (408 after).",
     )
     queue_name: str = Field(
         default="lg-deploy:queue", description="Redis key of the queue (one per deployment)."
@@ -108,6 +115,38 @@ class Settings(BaseSettings):
         default=2.0, gt=0, description="How long /readyz waits for each backend."
     )
     log_level: str = Field(default="INFO", description="Python logging level.")
+    max_output_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        gt=0,
+        description="Largest result an execution may store (output and interrupts, as JSON); "
+        "a larger one fails the execution as output_too_large.",
+    )
+    unknown_graph_grace_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="How long a worker that lacks an execution's graph (a rolling deploy) "
+        "leaves it for a worker that has it, before failing it as unknown_graph.",
+    )
+    loop_warn_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="A worker logs the execution, graph and node that block its event loop "
+        "for longer than this.",
+    )
+    loop_block_limit_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="A worker whose event loop stays blocked longer than this fails the "
+        "execution that blocks it (event_loop_blocked), stops renewing leases so that other "
+        "workers take its executions over, and fails its liveness probe.",
+    )
+    durability: Literal["sync", "async", "exit"] = Field(
+        default="sync",
+        description="LangGraph durability of every execution: sync (each step's checkpoint "
+        "is written before the next step starts: after a crash only the step in flight runs "
+        "again), async (written while the next step runs: up to two steps may run again), "
+        "or exit (written only when the graph ends or pauses: a crash starts it over).",
+    )
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{DEFAULT_DATA_DIR}/lg-deploy.db"

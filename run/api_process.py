@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 from fastapi import FastAPI
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from lg_deploy.api.app import create_app
 from lg_deploy.core.graphs import GraphRegistry, find_config, load_registry
@@ -10,10 +14,21 @@ from lg_deploy.core.settings import Settings
 from lg_deploy.run.logs import setup_logging
 from lg_deploy.run.wiring import backends_with_worker, open_backends
 
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
 
 def api_app(settings: Settings, registry: GraphRegistry) -> FastAPI:
-    """The API of a fleet: it only writes, enqueues and reads."""
-    return create_app(settings, registry, lambda: open_backends(settings))
+    """The API of a fleet: it only writes, enqueues and reads. When ``lg-deploy api`` runs
+    several server processes it points PROMETHEUS_MULTIPROC_DIR at a directory of their
+    own, and /metrics from any of them sums the counters of all (prometheus-client's
+    multiprocess mode)."""
+    metrics_registry = REGISTRY
+    if os.environ.get(MULTIPROCESS_DIR):
+        metrics_registry = CollectorRegistry()
+        MultiProcessCollector(metrics_registry)
+    return create_app(
+        settings, registry, lambda: open_backends(settings), metrics_registry=metrics_registry
+    )
 
 
 def dev_app(settings: Settings, registry: GraphRegistry) -> FastAPI:

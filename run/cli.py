@@ -86,8 +86,12 @@ async def _preflight(settings: Settings) -> None:
 
 def cmd_api(settings: Settings) -> int:
     import os
+    import shutil
+    import tempfile
 
     import uvicorn
+
+    from lg_deploy.run.api_process import MULTIPROCESS_DIR
 
     require_shared_queue(settings, "api")
     registry = load_graphs(settings)
@@ -96,22 +100,31 @@ def cmd_api(settings: Settings) -> int:
     # Each server process builds its app from the environment: pass the flags on.
     os.environ["LG_DEPLOY_CONFIG"] = str(registry.path)
     os.environ["LG_DEPLOY_DATABASE_URL"] = settings.resolved_database_url()
+    metrics_dir = None
+    if settings.api_workers > 1:
+        # The processes write their counters there; each /metrics sums them all.
+        metrics_dir = tempfile.mkdtemp(prefix="lg-deploy-metrics-")
+        os.environ[MULTIPROCESS_DIR] = metrics_dir
     log.info(
         "API on http://%s:%d with %d process(es)",
         settings.host,
         settings.port,
         settings.api_workers,
     )
-    uvicorn.run(
-        "lg_deploy.run.api_process:app_from_environment",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.api_workers,
-        log_level=settings.log_level.lower(),
-        log_config=None,
-        timeout_graceful_shutdown=10,
-    )
+    try:
+        uvicorn.run(
+            "lg_deploy.run.api_process:app_from_environment",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.api_workers,
+            log_level=settings.log_level.lower(),
+            log_config=None,
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 

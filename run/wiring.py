@@ -17,8 +17,9 @@ from lg_deploy.core.graphs import GraphRegistry
 from lg_deploy.core.queue import Queue, open_queue
 from lg_deploy.core.settings import Settings
 from lg_deploy.core.store import Store, open_store
-from lg_deploy.worker.runner import RetryPolicy
-from lg_deploy.worker.service import WorkerService
+from lg_deploy.worker.retries import RetryPolicy
+from lg_deploy.worker.runner import Limits
+from lg_deploy.worker.service import LoopLimits, WorkerService
 
 log = logging.getLogger("lg_deploy")
 
@@ -66,22 +67,34 @@ async def running_worker(
 ) -> AsyncIterator[WorkerService]:
     """A worker serving the queue of ``backends`` until the block ends; then it drains
     for ``drain_s`` seconds and hands back what still runs."""
-    async with open_checkpointer(settings.resolved_database_url()) as checkpointer:
+    url = settings.resolved_database_url()
+    async with open_checkpointer(url) as checkpointer:
         worker = WorkerService(
             backends.store,
             backends.queue,
             registry,
             checkpointer,
+            # The lease keeper's thread has a connection of its own, so that a blocked
+            # event loop cannot starve the renewals.
+            open_lease_store=lambda: open_store(url, pool_size=1),
             concurrency=settings.worker_concurrency,
             lease_s=settings.lease_s,
-            default_timeout_s=settings.execution_timeout_s,
             reconcile_interval_s=settings.reconcile_interval_s,
             max_recoveries=settings.max_recoveries,
+            limits=Limits(
+                default_timeout_s=settings.execution_timeout_s,
+                max_output_bytes=settings.max_output_bytes,
+                unknown_graph_grace_s=settings.unknown_graph_grace_s,
+            ),
+            loop_limits=LoopLimits(
+                warn_s=settings.loop_warn_s, limit_s=settings.loop_block_limit_s
+            ),
             retry=RetryPolicy(
                 retry_on=settings.retry_on_set(),
                 backoff_s=settings.retry_backoff_s,
                 backoff_max_s=settings.retry_backoff_max_s,
             ),
+            durability=settings.durability,
         )
         await worker.start(orphans_are_mine=settings.queue_url.startswith("memory://"))
         try:

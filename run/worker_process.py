@@ -11,10 +11,9 @@ import asyncio
 import logging
 import signal
 
-from prometheus_client import start_http_server
-
 from lg_deploy.core.graphs import GraphRegistry
 from lg_deploy.core.settings import Settings
+from lg_deploy.run.probes import ProbeServer
 from lg_deploy.run.wiring import open_backends, running_worker
 from lg_deploy.worker.service import WorkerService
 
@@ -39,9 +38,15 @@ async def run_worker(settings: Settings, registry: GraphRegistry) -> None:
         for worker in serving:
             worker.hand_back_all()
 
+    probes = None
     if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr=settings.metrics_addr)
-        log.info("metrics on http://%s:%d/metrics", settings.metrics_addr, settings.metrics_port)
+        probes = ProbeServer(settings.metrics_addr, settings.metrics_port)
+        probes.start()
+        log.info(
+            "metrics and probes on http://%s:%d (/metrics, /healthz, /readyz)",
+            settings.metrics_addr,
+            settings.metrics_port,
+        )
     # Installed until the drain is over, so that a second signal can cut it short.
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
@@ -51,7 +56,14 @@ async def run_worker(settings: Settings, registry: GraphRegistry) -> None:
             running_worker(settings, registry, backends, drain_s=settings.drain_s) as worker,
         ):
             serving.append(worker)
+            if probes is not None:
+                probes.liveness = worker.alive
+                probes.serving = True
             await stop.wait()
+            if probes is not None:
+                probes.serving = False
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+        if probes is not None:
+            probes.stop()

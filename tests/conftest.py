@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from lg_deploy.core.settings import Settings
 from lg_deploy.core.store import Store, open_store
 from lg_deploy.core.store.migrate import migrate
 from lg_deploy.run.wiring import backends_with_worker, open_backends
+from tests.harness import Metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_GRAPHS = Path(__file__).resolve().parent / "graphs" / "langgraph.json"
@@ -222,6 +224,23 @@ async def sqlite_client(
         yield c
 
 
+async def eventually(
+    condition: Callable[[], Any], timeout: float = 20, what: str = "the condition"
+) -> Any:
+    """Await ``condition()`` (sync or async) until it is truthy, and return it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = condition()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result
+        if loop.time() > deadline:
+            pytest.fail(f"{what} not reached in {timeout} s")
+        await asyncio.sleep(0.02)
+
+
 async def submit(client: httpx.AsyncClient, graph_id: str, input: Any = None, **body: Any) -> str:
     response = await client.post("/execute", json={"graph_id": graph_id, "input": input, **body})
     assert response.status_code == 202, response.text
@@ -240,12 +259,17 @@ async def wait_for_status(
     client: httpx.AsyncClient, execution_id: str, status: str, timeout: float = 20
 ) -> dict[str, Any]:
     """Poll until the execution has ``status``; fail with the last record otherwise."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
+
+    async def reached() -> dict[str, Any] | None:
         record: dict[str, Any] = (await client.get(f"/executions/{execution_id}")).json()
-        if record["status"] == status:
-            return record
-        if loop.time() > deadline:
-            pytest.fail(f"execution {execution_id} never reached {status}: {record}")
-        await asyncio.sleep(0.02)
+        return record if record["status"] == status else None
+
+    found: dict[str, Any] = await eventually(reached, timeout, f"{execution_id} {status}")
+    return found
+
+
+async def metrics(client: httpx.AsyncClient) -> Metrics:
+    """The in-process API's /metrics (in lg-deploy dev: the worker's too), parsed."""
+    response = await client.get("/metrics")
+    assert response.status_code == 200, response.text
+    return Metrics(response.text)

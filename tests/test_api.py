@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 from pathlib import Path
@@ -10,7 +9,18 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import submit, wait, wait_for_status
+from lg_deploy.core.graphs import GraphRegistry
+from lg_deploy.core.store.migrate import migrate
+from tests.conftest import (
+    eventually,
+    make_settings,
+    metrics,
+    serve_in_process,
+    submit,
+    wait,
+    wait_for_status,
+)
+from tests.harness import Metrics, lines
 
 
 async def test_execute_answers_202_at_once_and_the_graph_completes(
@@ -102,22 +112,26 @@ async def test_resume_refuses_an_execution_that_is_not_interrupted(
 async def test_cancel_a_running_execution_stops_its_graph(
     client: httpx.AsyncClient, tmp_path: Path
 ) -> None:
-    """Cancelling a RUNNING execution makes it CANCELLED and its graph takes no more steps."""
+    """Cancelling a RUNNING execution makes it CANCELLED and stops its graph at once: the
+    worker counts the attempt stopped, its slot is free, and no step runs after."""
     marker = tmp_path / "steps.txt"
     execution_id = await submit(
         client, "slow", {"steps": 20, "sleep_s": 0.2, "marker_file": str(marker)}
     )
     await wait_for_status(client, execution_id, "RUNNING")
-    while not marker.exists():
-        await asyncio.sleep(0.02)
+    await eventually(marker.exists, what="a first step")
+    before = (await metrics(client)).value("lg_deploy_attempts_stopped_total", reason="cancelled")
     response = await client.post(f"/executions/{execution_id}/cancel")
     assert response.status_code == 200
     assert response.json()["status"] == "CANCELLED"
-    await asyncio.sleep(0.1)  # a step already sleeping may finish
-    steps_at_cancel = len(marker.read_text().splitlines())
-    await asyncio.sleep(1.0)
-    assert len(marker.read_text().splitlines()) == steps_at_cancel
-    assert steps_at_cancel < 20
+
+    async def stopped() -> bool:
+        seen = await metrics(client)
+        return seen.value("lg_deploy_attempts_stopped_total", reason="cancelled") > before
+
+    await eventually(stopped, what="the graph stopping")
+    assert (await metrics(client)).value("lg_deploy_worker_slots_busy") == 0
+    assert len(marker.read_text().splitlines()) < 20
     record = (await client.get(f"/executions/{execution_id}")).json()
     assert record["status"] == "CANCELLED"
     assert record["output"] is None
@@ -405,21 +419,13 @@ async def test_config_may_not_choose_the_thread_or_checkpoint(
     assert (await wait(sqlite_client, ok.json()["execution_id"]))["status"] == "COMPLETED"
 
 
-def _sample(text: str, name: str, labels: str = "") -> float:
-    """The value of one sample in a Prometheus text exposition (0 when absent)."""
-    for line in text.splitlines():
-        if line.startswith(f"{name}{{{labels}}} " if labels else f"{name} "):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
-async def test_metrics_count_unfinished_executions_and_finished_attempts(
+async def test_metrics_show_the_deployment_and_the_in_process_worker(
     sqlite_client: httpx.AsyncClient,
 ) -> None:
-    """/metrics shows unfinished executions by status, the queue depth, the backends' health
-    and the attempts the in-process worker finished."""
-    before = (await sqlite_client.get("/metrics")).text
-    finished = 'graph_id="steps",outcome="COMPLETED"'
+    """/metrics shows unfinished executions by graph and status, the runnable backlog, the
+    queue depth, the backends' health, submissions, HTTP requests by route template, and
+    what the in-process worker did."""
+    before = await metrics(sqlite_client)
     done = await submit(sqlite_client, "steps", {"text": "m"})
     await wait(sqlite_client, done)
     paused = await submit(sqlite_client, "approval", {"request": "r"})
@@ -427,30 +433,62 @@ async def test_metrics_count_unfinished_executions_and_finished_attempts(
     response = await sqlite_client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
-    text = response.text
-    assert _sample(text, "lg_deploy_executions", 'status="INTERRUPTED"') == 1
-    assert _sample(text, "lg_deploy_executions", 'status="QUEUED"') == 0
-    assert _sample(text, "lg_deploy_queue_depth") == 0
-    assert _sample(text, "lg_deploy_backend_up", 'backend="database"') == 1
-    assert (
-        _sample(text, "lg_deploy_attempts_finished_total", finished)
-        == _sample(before, "lg_deploy_attempts_finished_total", finished) + 1
-    )
+    seen = Metrics(response.text)
+
+    def grew(name: str, **labels: str) -> float:
+        return seen.value(name, **labels) - before.value(name, **labels)
+
+    assert seen.value("lg_deploy_executions", graph_id="approval", status="INTERRUPTED") == 1
+    assert seen.value("lg_deploy_executions", graph_id="steps", status="QUEUED") == 0
+    assert seen.value("lg_deploy_executions_runnable", graph_id="steps") == 0
+    assert seen.value("lg_deploy_oldest_runnable_age_seconds", graph_id="steps") == 0
+    assert seen.value("lg_deploy_queue_depth") == 0
+    assert seen.value("lg_deploy_backend_up", backend="database") == 1
+    assert grew("lg_deploy_executions_submitted_total", graph_id="steps") == 1
+    assert grew("lg_deploy_executions_finished_total", graph_id="steps", status="COMPLETED") == 1
+    assert grew("lg_deploy_executions_finished_total", status="INTERRUPTED") == 1
+    assert grew("lg_deploy_attempt_duration_seconds_count", graph_id="steps") == 1
+    route = "/executions/{execution_id}/wait"
+    assert grew("lg_deploy_http_requests_total", method="GET", route=route, status="200") == 2
+    assert grew("lg_deploy_http_requests_total", route="/execute", status="202") == 2
+    assert not [n for _, labels, _ in seen.samples if (n := labels.get("route", "")) and done in n]
+    assert (await sqlite_client.head("/metrics")).status_code == 200
+
+
+async def test_metrics_count_what_waits_to_run(sqlite_url: str, registry: GraphRegistry) -> None:
+    """Without a worker, submitted executions show as runnable, and the oldest one's age
+    grows while it waits."""
+    await migrate(sqlite_url)
+    async with serve_in_process(make_settings(sqlite_url), registry, run_worker=False) as client:
+        for _ in range(3):
+            await submit(client, "steps", {"text": "x"})
+        first = await metrics(client)
+        assert first.value("lg_deploy_executions_runnable", graph_id="steps") == 3
+        assert first.value("lg_deploy_executions", graph_id="steps", status="QUEUED") == 3
+
+        async def older() -> bool:
+            later = await metrics(client)
+            age = "lg_deploy_oldest_runnable_age_seconds"
+            return later.value(age, graph_id="steps") > first.value(age, graph_id="steps")
+
+        await eventually(older, what="the oldest execution aging")
 
 
 async def test_cancelling_a_blocking_sync_node_keeps_the_record_and_the_worker(
-    sqlite_client: httpx.AsyncClient,
+    sqlite_client: httpx.AsyncClient, tmp_path: Path
 ) -> None:
     """A sync node cannot be interrupted (its thread runs on): the cancel still holds, the
     node's late result is dropped, and other executions run meanwhile."""
-    blocked = await submit(sqlite_client, "sync_slow", {"sleep_s": 1.5})
+    marker = tmp_path / "returned"
+    blocked = await submit(sqlite_client, "sync_slow", {"sleep_s": 1.5, "marker_file": str(marker)})
     await wait_for_status(sqlite_client, blocked, "RUNNING")
     response = await sqlite_client.post(f"/executions/{blocked}/cancel")
     assert response.json()["status"] == "CANCELLED"
     other = await wait(sqlite_client, await submit(sqlite_client, "steps", {"text": "go"}))
     assert other["status"] == "COMPLETED"
     assert (await sqlite_client.get(f"/executions/{blocked}")).json()["status"] == "CANCELLED"
-    await asyncio.sleep(2)  # the node's thread has returned by now
+    assert lines(marker) == ["started"]  # still sleeping when the other one finished
+    await eventually(lambda: lines(marker) == ["started", "returned"], what="the node returning")
     record = (await sqlite_client.get(f"/executions/{blocked}")).json()
     assert record["status"] == "CANCELLED"
     assert record["output"] is None

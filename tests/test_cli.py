@@ -10,7 +10,7 @@ import pytest
 
 from lg_deploy.core.urls import mask_url
 from tests.conftest import PG_ADMIN_URL, TEST_GRAPHS, PgAdmin
-from tests.processes import LG_DEPLOY
+from tests.harness import LG_DEPLOY
 
 
 def run(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:

@@ -4,11 +4,13 @@ restart, and Ctrl-C."""
 from __future__ import annotations
 
 import signal
+import sqlite3
+import uuid
 from collections import Counter
 from pathlib import Path
 
 from tests.conftest import TEST_GRAPHS
-from tests.processes import DevServer, lines, running, submit, wait, wait_until
+from tests.harness import DevServer, lines, poll, running, submit, wait
 
 
 def test_sigkill_mid_execution_then_restart_resumes_from_the_checkpoint(tmp_path: Path) -> None:
@@ -26,7 +28,7 @@ def test_sigkill_mid_execution_then_restart_resumes_from_the_checkpoint(tmp_path
         execution_id = submit(
             first, "slow", {"steps": 6, "sleep_s": 0.4, "marker_file": str(marker)}
         )
-        wait_until(lambda: len(lines(marker)) >= 2, what="two steps")
+        poll(lambda: len(lines(marker)) >= 2, what="two steps")
         first.signal(signal.SIGKILL)
         first.wait(10)
         before_kill = lines(marker)
@@ -57,10 +59,15 @@ def test_ctrl_c_stops_cleanly_and_hands_the_execution_back(tmp_path: Path) -> No
         execution_id = submit(
             first, "slow", {"steps": 4, "sleep_s": 0.4, "marker_file": str(marker)}
         )
-        wait_until(lambda: len(lines(marker)) >= 1, what="a step")
+        poll(lambda: len(lines(marker)) >= 1, what="a step")
         first.signal(signal.SIGINT)
         assert first.wait(15) == 0, first.log_tail()
-        assert "handed back to the queue" in first.log_tail(80)
+        with sqlite3.connect(tmp_path / "dev.db") as db:
+            row = db.execute(
+                "SELECT status, attempt, handbacks FROM executions WHERE execution_id = ?",
+                (uuid.UUID(execution_id).hex,),
+            ).fetchone()
+        assert row == ("QUEUED", 1, 1)  # handed back: one claim, given back unused
         second.start()
         second.wait_ready()
         record = wait(second, execution_id)

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from lg_deploy.core.errors import BackendUnavailable
-from lg_deploy.core.queue import Queue, open_queue
+from lg_deploy.core.queue import Queue, Topic, open_queue
 from lg_deploy.core.queue.redis import RedisQueue
-from tests.conftest import drop_queue, unique_queue_name
+from tests.conftest import drop_queue, eventually, unique_queue_name
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
@@ -59,14 +59,6 @@ async def serving(queue: Queue, handler: Any, concurrency: int) -> AsyncIterator
         await asyncio.wait_for(task, timeout=10)
 
 
-async def until(condition: Any, timeout: float = 10) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
-
-
 async def test_every_id_is_delivered_once_within_the_concurrency(queue: Queue) -> None:
     """Twenty ids reach the handler exactly once each, never more than 3 at a time."""
     ids = [uuid.uuid4() for _ in range(20)]
@@ -74,7 +66,7 @@ async def test_every_id_is_delivered_once_within_the_concurrency(queue: Queue) -
     async with serving(queue, recorder, concurrency=3):
         for execution_id in ids:
             await queue.enqueue(execution_id)
-        await until(lambda: len(recorder.seen) == 20 and recorder.running == 0)
+        await eventually(lambda: len(recorder.seen) == 20 and recorder.running == 0)
     assert sorted(recorder.seen) == sorted(ids)
     assert recorder.most_at_once <= 3
 
@@ -87,7 +79,7 @@ async def test_enqueueing_a_waiting_id_again_is_a_no_op(queue: Queue) -> None:
     assert await queue.depth() == 1
     recorder = Recorder()
     async with serving(queue, recorder, concurrency=2):
-        await until(lambda: recorder.seen == [execution_id])
+        await eventually(lambda: recorder.seen == [execution_id])
         await asyncio.sleep(0.3)
     assert recorder.seen == [execution_id]
 
@@ -100,28 +92,29 @@ async def test_a_delayed_id_is_not_delivered_early(queue: Queue) -> None:
         start = asyncio.get_running_loop().time()
         await queue.enqueue(late, delay_s=0.5)
         await queue.enqueue(now)
-        await until(lambda: late in recorder.times)
+        await eventually(lambda: late in recorder.times)
     assert recorder.times[late] - start >= 0.5
     assert recorder.seen[0] == now
 
 
-async def test_cancel_notices_reach_subscribers(queue: Queue) -> None:
-    """An id published with publish_cancel arrives at every subscriber."""
-    received: list[uuid.UUID] = []
-
-    async def listen() -> None:
-        async for execution_id in queue.cancellations():
-            received.append(execution_id)
-
-    listeners = [asyncio.create_task(listen()) for _ in range(2)]
-    await asyncio.sleep(0.2)  # let the subscriptions start
+@pytest.mark.parametrize("topic", ["cancelled", "settled"])
+async def test_notices_reach_every_subscriber_from_the_moment_it_subscribed(
+    queue: Queue, topic: Topic
+) -> None:
+    """An id published right after subscribing (no wait in between) reaches every
+    subscriber of its topic, and no subscriber of the other topic."""
+    other: Topic = "settled" if topic == "cancelled" else "cancelled"
     execution_id = uuid.uuid4()
-    await queue.publish_cancel(execution_id)
-    await until(lambda: len(received) == 2)
-    for task in listeners:
-        task.cancel()
-    await asyncio.gather(*listeners, return_exceptions=True)
-    assert received == [execution_id, execution_id]
+    async with (
+        queue.subscribe(topic) as first,
+        queue.subscribe(topic) as second,
+        queue.subscribe(other) as elsewhere,
+    ):
+        await queue.publish(topic, execution_id)
+        await queue.publish(other, uuid.UUID(int=0))
+        got = [await asyncio.wait_for(anext(n), timeout=5) for n in (first, second)]
+        assert await asyncio.wait_for(anext(elsewhere), timeout=5) == uuid.UUID(int=0)
+    assert got == [execution_id, execution_id]
 
 
 async def test_serve_returns_after_stop_once_handlers_finish(queue: Queue) -> None:
@@ -131,7 +124,7 @@ async def test_serve_returns_after_stop_once_handlers_finish(queue: Queue) -> No
     stop = asyncio.Event()
     task = asyncio.create_task(queue.serve(recorder, concurrency=1, stop=stop))
     await queue.enqueue(first)
-    await until(lambda: recorder.running == 1)
+    await eventually(lambda: recorder.running == 1)
     await queue.enqueue(second)
     stop.set()
     await asyncio.wait_for(task, timeout=10)
@@ -168,10 +161,35 @@ async def test_redis_revive_frees_a_job_a_dead_worker_left_in_progress(redis_url
             await asyncio.sleep(0.3)
             assert recorder.seen == []  # stuck behind the stale mark
             await queue.enqueue(execution_id, attempt=1, revive=True)
-            await until(lambda: recorder.seen == [execution_id])
+            await eventually(lambda: recorder.seen == [execution_id])
     finally:
         await client.aclose()
         await queue.close()
+
+
+async def test_redis_revive_leaves_a_job_a_live_worker_holds(redis_url: str) -> None:
+    """The reconciler's revive of an execution whose job a worker took a moment ago (it is
+    claiming it right now) leaves the job alone: ARQ never starts it a second time."""
+    import redis.asyncio as aioredis
+
+    name = unique_queue_name()
+    queue = RedisQueue(redis_url, queue_name=name)
+    execution_id = uuid.uuid4()
+    job = f"{execution_id}:1"
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        await queue.enqueue(execution_id, attempt=1)
+        # A worker took the job just now: ARQ's in-progress mark, with its full lifetime.
+        await client.zrem(name, job)
+        await client.set(f"arq:in-progress:{job}", b"1", px=queue.in_progress_ms)
+        await queue.enqueue(execution_id, attempt=1, revive=True)
+        assert await client.exists(f"arq:in-progress:{job}") == 1
+        assert await client.zscore(name, job) is None  # not back in line
+    finally:
+        await client.delete(f"arq:job:{job}", f"arq:in-progress:{job}")
+        await client.aclose()
+        await queue.close()
+        drop_queue(redis_url, name)
 
 
 async def test_redis_down_is_backend_unavailable() -> None:

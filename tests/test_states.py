@@ -24,7 +24,8 @@ from lg_deploy.core.states import (
     sources_of,
 )
 from lg_deploy.core.store import Outcome, Store
-from lg_deploy.core.store.sql import MOVE_OPTION, SQLStore
+from lg_deploy.core.store.sql import SQLStore
+from lg_deploy.core.store.statements import MOVE_OPTION
 
 ALLOWED = {
     (Status.QUEUED, Status.RUNNING),
@@ -87,7 +88,7 @@ async def _every_move(store: Store) -> None:
     await store.create(paused)
     claimed = await store.claim(paused.execution_id, "w", 60)
     assert claimed is not None
-    assert await store.heartbeat(paused.execution_id, claimed.attempt, 60)
+    assert await store.renew_leases({paused.execution_id: claimed.attempt}, 60)
     interrupted = Outcome(Status.INTERRUPTED, interrupts=[{"id": "i", "value": "?"}])
     assert await store.finish(paused.execution_id, claimed.attempt, interrupted)
     await store.resume(paused.execution_id, "yes")

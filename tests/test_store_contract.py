@@ -139,16 +139,17 @@ async def test_concurrent_claims_have_exactly_one_winner(store: Store) -> None:
 
 
 async def test_writes_are_fenced_on_the_attempt(store: Store) -> None:
-    """After a lease is taken over, the old attempt can neither heartbeat nor finish."""
+    """After a lease is taken over, the old attempt can neither renew its lease nor
+    finish."""
     e = new()
     await store.create(e)
-    first = await store.claim(e.execution_id, "zombie", 0.01)
+    first = await store.claim(e.execution_id, "zombie", 30)
     assert first is not None
-    await asyncio.sleep(0.05)
-    assert [w.execution_id for w in await store.requeue_expired(utcnow())] == [e.execution_id]
+    later = utcnow() + timedelta(hours=1)
+    assert [w.execution_id for w in await store.requeue_expired(later)] == [e.execution_id]
     second = await store.claim(e.execution_id, "healthy", 30)
     assert second is not None and second.attempt == 2
-    assert not await store.heartbeat(e.execution_id, first.attempt, 30)
+    assert await store.renew_leases({e.execution_id: first.attempt}, 30) == set()
     assert not await store.finish(
         e.execution_id, first.attempt, Outcome(Status.COMPLETED, output={"by": "zombie"})
     )
@@ -179,16 +180,25 @@ async def test_terminal_states_never_change(store: Store) -> None:
     assert (await store.get(e.execution_id)).status is Status.COMPLETED
 
 
-async def test_heartbeat_extends_the_lease(store: Store) -> None:
-    """A heartbeat of the current attempt pushes the expiry forward."""
-    e = new()
-    await store.create(e)
-    claimed = await store.claim(e.execution_id, "w", 1)
-    assert claimed is not None and claimed.lease_expires_at is not None
-    assert await store.heartbeat(e.execution_id, claimed.attempt, 60)
-    renewed = await store.get(e.execution_id)
-    assert renewed.lease_expires_at is not None
-    assert renewed.lease_expires_at > claimed.lease_expires_at + timedelta(seconds=30)
+async def test_renewing_leases_extends_those_still_held(store: Store) -> None:
+    """One renewal pushes forward the expiry of every attempt still held, and names the
+    ones that are not (taken over, cancelled, finished)."""
+    held, cancelled, finished = new(), new(), new()
+    claims = {}
+    for e in (held, cancelled, finished):
+        await store.create(e)
+        claimed = await store.claim(e.execution_id, "w", 1)
+        assert claimed is not None and claimed.lease_expires_at is not None
+        claims[e.execution_id] = claimed
+    await store.cancel(cancelled.execution_id)
+    assert await store.finish(finished.execution_id, 1, Outcome(Status.COMPLETED))
+    leases = {eid: c.attempt for eid, c in claims.items()}
+    assert await store.renew_leases(leases, 60) == {held.execution_id}
+    assert await store.renew_leases({}, 60) == set()
+    renewed = await store.get(held.execution_id)
+    expired_at = claims[held.execution_id].lease_expires_at
+    assert renewed.lease_expires_at is not None and expired_at is not None
+    assert renewed.lease_expires_at > expired_at + timedelta(seconds=30)
 
 
 async def test_cancel_moves_queued_and_running_to_cancelled(store: Store) -> None:
@@ -200,7 +210,7 @@ async def test_cancel_moves_queued_and_running_to_cancelled(store: Store) -> Non
     assert claimed is not None
     assert (await store.cancel(queued.execution_id)).status is Status.CANCELLED
     assert (await store.cancel(running.execution_id)).status is Status.CANCELLED
-    assert not await store.heartbeat(running.execution_id, claimed.attempt, 30)
+    assert await store.renew_leases({running.execution_id: claimed.attempt}, 30) == set()
     assert not await store.finish(running.execution_id, claimed.attempt, Outcome(Status.COMPLETED))
     assert (await store.get(running.execution_id)).status is Status.CANCELLED
     with pytest.raises(NotFound):
@@ -248,10 +258,10 @@ async def test_requeue_expired_only_touches_expired_leases(store: Store) -> None
     short, long = new(), new()
     await store.create(short)
     await store.create(long)
-    await store.claim(short.execution_id, "w", 0.01)
+    await store.claim(short.execution_id, "w", 1)
     await store.claim(long.execution_id, "w", 60)
-    await asyncio.sleep(0.05)
-    assert [w.execution_id for w in await store.requeue_expired(utcnow())] == [short.execution_id]
+    later = utcnow() + timedelta(seconds=30)
+    assert [w.execution_id for w in await store.requeue_expired(later)] == [short.execution_id]
     assert (await store.get(short.execution_id)).status is Status.QUEUED
     assert (await store.get(long.execution_id)).status is Status.RUNNING
 
@@ -267,9 +277,9 @@ async def test_an_execution_whose_workers_keep_dying_fails_as_worker_lost(
     assert claimed is not None
     assert await store.release(e.execution_id, claimed.attempt)  # a hand-back: not lost
     for _ in range(2):
-        assert await store.claim(e.execution_id, "w", 0.01) is not None
-        await asyncio.sleep(0.03)
-        requeued = await store.requeue_expired(utcnow(), max_recoveries=1)
+        assert await store.claim(e.execution_id, "w", 30) is not None
+        later = utcnow() + timedelta(hours=1)
+        requeued = await store.requeue_expired(later, max_recoveries=1)
         if (await store.get(e.execution_id)).status is Status.FAILED:
             break
         assert [w.execution_id for w in requeued] == [e.execution_id]
@@ -280,18 +290,19 @@ async def test_an_execution_whose_workers_keep_dying_fails_as_worker_lost(
 
 
 async def test_queued_before_pages_through_waiting_executions(store: Store) -> None:
-    """queued_before lists QUEUED rows older than the cutoff, in id order, page by page."""
+    """queued_before lists QUEUED rows runnable for longer than the given time, in id
+    order, page by page."""
     ids = []
     for _ in range(5):
         e = new()
         await store.create(e)
         ids.append(e.execution_id)
     await store.claim(ids[0], "w", 30)
-    cutoff = utcnow() + timedelta(seconds=1)
-    first = await store.queued_before(cutoff, limit=2)
-    rest = await store.queued_before(cutoff, after=first[-1].execution_id, limit=10)
+    later = utcnow() + timedelta(seconds=60)
+    first = await store.queued_before(30, now=later, limit=2)
+    rest = await store.queued_before(30, now=later, after=first[-1].execution_id, limit=10)
     assert [w.execution_id for w in first + rest] == ids[1:]
-    assert await store.queued_before(utcnow() - timedelta(hours=1)) == []
+    assert await store.queued_before(3600) == []
 
 
 async def test_one_running_execution_per_thread(store: Store) -> None:

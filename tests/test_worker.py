@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,9 +19,12 @@ from lg_deploy.core.ids import new_execution_id
 from lg_deploy.core.models import Execution, utcnow
 from lg_deploy.core.queue.memory import MemoryQueue
 from lg_deploy.core.states import Status
-from lg_deploy.core.store import Store
+from lg_deploy.core.store import Store, open_store
+from lg_deploy.worker.leases import LeaseKeeper
 from lg_deploy.worker.runner import Runner
 from lg_deploy.worker.service import WorkerService
+from tests.conftest import eventually
+from tests.harness import lines
 
 
 @pytest.fixture
@@ -30,10 +33,31 @@ async def checkpointer(database_url: str) -> AsyncIterator[Any]:
         yield saver
 
 
-def runner_for(store: Store, registry: GraphRegistry, checkpointer: Any, **kw: Any) -> Runner:
-    options: dict[str, Any] = {"owner": "test-worker", "lease_s": 5.0, "default_timeout_s": 30.0}
+@pytest.fixture
+async def keeper(database_url: str) -> AsyncIterator[LeaseKeeper]:
+    """A real lease keeper, in its thread with a connection of its own."""
+    leases = LeaseKeeper(
+        lambda: open_store(database_url, pool_size=1), lease_s=5.0, on_lost=lambda _: None
+    )
+    leases.start()
+    yield leases
+    leases.stop()
+
+
+def lease_store(database_url: str) -> Callable[[], Store]:
+    return lambda: open_store(database_url, pool_size=1)
+
+
+def runner_for(
+    store: Store, registry: GraphRegistry, checkpointer: Any, keeper: LeaseKeeper, **kw: Any
+) -> Runner:
+    """A runner whose leases ``keeper`` renews (every third of ``lease_s``)."""
+    options: dict[str, Any] = {"owner": "test-worker", "lease_s": 5.0}
     options.update(kw)
-    return Runner(store, MemoryQueue(), registry, checkpointer, **options)
+    runner = Runner(store, MemoryQueue(), registry, checkpointer, keeper, **options)
+    keeper.lease_s = runner.lease_s
+    keeper.on_lost = runner.lease_lost
+    return runner
 
 
 async def add(store: Store, graph_id: str, input: Any, thread_id: str | None = None) -> Execution:
@@ -48,33 +72,21 @@ async def add(store: Store, graph_id: str, input: Any, thread_id: str | None = N
     return execution
 
 
-def lines(path: Path) -> list[str]:
-    return path.read_text().splitlines() if path.exists() else []
-
-
-async def wait_until(condition: Any, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
-
-
 async def test_crash_before_first_checkpoint_restarts_from_the_original_input(
-    store: Store, registry: GraphRegistry, checkpointer: Any
+    store: Store, registry: GraphRegistry, checkpointer: Any, keeper: LeaseKeeper
 ) -> None:
     """On a thread with history, an execution that crashed before its first checkpoint
     runs its own input, not "continue whatever the thread last did"."""
-    runner = runner_for(store, registry, checkpointer)
+    runner = runner_for(store, registry, checkpointer, keeper)
     first = await add(store, "steps", {"text": "hi"}, thread_id="conv")
     await runner.run(first.execution_id)
     assert (await store.get(first.execution_id)).output["text"] == "HI!"
 
     second = await add(store, "steps", {"text": "yo"}, thread_id="conv")
-    crashed = await store.claim(second.execution_id, "dead-worker", 0.01)
+    crashed = await store.claim(second.execution_id, "dead-worker", 30)
     assert crashed is not None
-    await asyncio.sleep(0.05)
-    assert [w.execution_id for w in await store.requeue_expired(utcnow())] == [second.execution_id]
+    later = utcnow() + timedelta(hours=1)
+    assert [w.execution_id for w in await store.requeue_expired(later)] == [second.execution_id]
 
     await runner.run(second.execution_id)
     done = await store.get(second.execution_id)
@@ -85,7 +97,11 @@ async def test_crash_before_first_checkpoint_restarts_from_the_original_input(
 
 
 async def test_crash_mid_run_resumes_from_the_last_checkpoint(
-    store: Store, registry: GraphRegistry, checkpointer: Any, tmp_path: Path
+    store: Store,
+    registry: GraphRegistry,
+    checkpointer: Any,
+    keeper: LeaseKeeper,
+    tmp_path: Path,
 ) -> None:
     """A run stopped after some steps continues from its checkpoint: no finished step
     runs again."""
@@ -93,16 +109,16 @@ async def test_crash_mid_run_resumes_from_the_last_checkpoint(
     execution = await add(
         store, "slow", {"steps": 6, "sleep_s": 0.15, "marker_file": str(marker)}, "t"
     )
-    first = runner_for(store, registry, checkpointer)
+    first = runner_for(store, registry, checkpointer, keeper)
     task = asyncio.create_task(first.run(execution.execution_id))
-    await wait_until(lambda: len(lines(marker)) >= 2)
+    await eventually(lambda: len(lines(marker)) >= 2)
     task.cancel()  # the process stops: the attempt is handed back
     with contextlib.suppress(asyncio.CancelledError):
         await task
     assert (await store.get(execution.execution_id)).status is Status.QUEUED
     before = lines(marker)
 
-    await runner_for(store, registry, checkpointer).run(execution.execution_id)
+    await runner_for(store, registry, checkpointer, keeper).run(execution.execution_id)
     done = await store.get(execution.execution_id)
     assert done.status is Status.COMPLETED
     assert done.output["completed"] == [1, 2, 3, 4, 5, 6]
@@ -115,35 +131,44 @@ async def test_crash_mid_run_resumes_from_the_last_checkpoint(
 
 
 async def test_a_worker_that_lost_its_lease_stops_and_writes_nothing(
-    store: Store, registry: GraphRegistry, checkpointer: Any, tmp_path: Path
+    store: Store,
+    registry: GraphRegistry,
+    checkpointer: Any,
+    keeper: LeaseKeeper,
+    tmp_path: Path,
 ) -> None:
     """When the lease is taken away, the graph stops at the next heartbeat and the
     worker records nothing."""
     marker = tmp_path / "steps.txt"
     execution = await add(store, "slow", {"steps": 50, "sleep_s": 0.05, "marker_file": str(marker)})
-    runner = runner_for(store, registry, checkpointer, lease_s=0.3)
+    runner = runner_for(store, registry, checkpointer, keeper, lease_s=0.3)
     task = asyncio.create_task(runner.run(execution.execution_id))
-    await wait_until(lambda: len(lines(marker)) >= 1)
+    await eventually(lambda: len(lines(marker)) >= 1)
     # Another reconciler decided this lease was dead: the row is QUEUED again.
     expired = await store.requeue_expired(utcnow() + timedelta(hours=1))
     assert [w.execution_id for w in expired] == [execution.execution_id]
-    await asyncio.wait_for(task, timeout=5)
-    steps = len(lines(marker))
-    await asyncio.sleep(0.3)
-    assert len(lines(marker)) == steps < 50
+    await asyncio.wait_for(task, timeout=5)  # the graph has ended: no step runs after
+    assert len(lines(marker)) < 50
     record = await store.get(execution.execution_id)
     assert record.status is Status.QUEUED
     assert record.output is None and record.error is None
 
 
 async def test_start_up_recovers_queued_and_orphaned_running_executions(
-    store: Store, registry: GraphRegistry, checkpointer: Any
+    store: Store, registry: GraphRegistry, checkpointer: Any, database_url: str
 ) -> None:
     """A new one-process worker finishes what the last process left QUEUED or RUNNING."""
     queued = await add(store, "steps", {"text": "a"})
     orphan = await add(store, "steps", {"text": "b"})
     assert await store.claim(orphan.execution_id, "previous-process", 3600) is not None
-    worker = WorkerService(store, MemoryQueue(), registry, checkpointer, lease_s=5)
+    worker = WorkerService(
+        store,
+        MemoryQueue(),
+        registry,
+        checkpointer,
+        open_lease_store=lease_store(database_url),
+        lease_s=5,
+    )
     await worker.start(orphans_are_mine=True)
     try:
         await _wait_completed(store, [queued.execution_id, orphan.execution_id])
@@ -152,26 +177,29 @@ async def test_start_up_recovers_queued_and_orphaned_running_executions(
     assert (await store.get(orphan.execution_id)).attempt == 2
 
 
-async def _wait_completed(store: Store, ids: list[Any], timeout: float = 10) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
+async def _wait_completed(store: Store, ids: list[Any]) -> None:
+    async def completed() -> bool:
         statuses = [(await store.get(i)).status for i in ids]
-        if all(s is Status.COMPLETED for s in statuses):
-            return
-        assert loop.time() < deadline, statuses
-        await asyncio.sleep(0.02)
+        return statuses == [Status.COMPLETED] * len(ids)
+
+    await eventually(completed, what="every execution COMPLETED")
 
 
 async def test_reconciler_requeues_an_expired_lease_of_another_worker(
-    store: Store, registry: GraphRegistry, checkpointer: Any
+    store: Store, registry: GraphRegistry, checkpointer: Any, database_url: str
 ) -> None:
     """A RUNNING execution whose worker vanished is run again once its lease expires,
     without the start-up shortcut."""
     orphan = await add(store, "steps", {"text": "c"})
     assert await store.claim(orphan.execution_id, "vanished", 0.5) is not None
     worker = WorkerService(
-        store, MemoryQueue(), registry, checkpointer, lease_s=5, reconcile_interval_s=0.2
+        store,
+        MemoryQueue(),
+        registry,
+        checkpointer,
+        open_lease_store=lease_store(database_url),
+        lease_s=5,
+        reconcile_interval_s=0.2,
     )
     await worker.start()
     try:
@@ -181,17 +209,24 @@ async def test_reconciler_requeues_an_expired_lease_of_another_worker(
 
 
 async def test_stop_hands_running_executions_back(
-    store: Store, registry: GraphRegistry, checkpointer: Any
+    store: Store, registry: GraphRegistry, checkpointer: Any, database_url: str
 ) -> None:
     """Stopping with no drain time hands a running execution back to QUEUED."""
     execution = await add(store, "slow", {"steps": 20, "sleep_s": 0.1})
-    worker = WorkerService(store, MemoryQueue(), registry, checkpointer, lease_s=5)
+    worker = WorkerService(
+        store,
+        MemoryQueue(),
+        registry,
+        checkpointer,
+        open_lease_store=lease_store(database_url),
+        lease_s=5,
+    )
     await worker.start()
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
-    while (await store.get(execution.execution_id)).status is not Status.RUNNING:
-        assert loop.time() < deadline
-        await asyncio.sleep(0.02)
+
+    async def running() -> bool:
+        return (await store.get(execution.execution_id)).status is Status.RUNNING
+
+    await eventually(running, what="the execution running")
     await worker.stop(drain_s=0)
     record = await store.get(execution.execution_id)
     assert record.status is Status.QUEUED
@@ -217,23 +252,23 @@ class FinishFailsOnce:
 
 
 async def test_a_resume_value_never_answers_a_later_interrupt(
-    store: Store, registry: GraphRegistry, checkpointer: Any
+    store: Store, registry: GraphRegistry, checkpointer: Any, keeper: LeaseKeeper
 ) -> None:
     """Resumed past its first interrupt, the graph asks a second question and the result
     is lost; the next attempt asks the second question again instead of answering it
     with the first answer."""
     execution = await add(store, "two_questions", {})
-    await runner_for(store, registry, checkpointer).run(execution.execution_id)
+    await runner_for(store, registry, checkpointer, keeper).run(execution.execution_id)
     assert (await store.get(execution.execution_id)).status is Status.INTERRUPTED
     await store.resume(execution.execution_id, "first answer")
 
     flaky = FinishFailsOnce(store)
-    await runner_for(flaky, registry, checkpointer).run(execution.execution_id)
+    await runner_for(flaky, registry, checkpointer, keeper).run(execution.execution_id)
     assert flaky.failed
     assert (await store.get(execution.execution_id)).status is Status.RUNNING
     await store.requeue_expired(utcnow() + timedelta(hours=1))
 
-    await runner_for(store, registry, checkpointer).run(execution.execution_id)
+    await runner_for(store, registry, checkpointer, keeper).run(execution.execution_id)
     paused = await store.get(execution.execution_id)
     assert paused.status is Status.INTERRUPTED
     assert [i["value"] for i in paused.interrupts or []] == ["second question"]
@@ -241,12 +276,12 @@ async def test_a_resume_value_never_answers_a_later_interrupt(
 
 
 async def test_a_graphs_own_database_error_fails_the_execution(
-    store: Store, registry: GraphRegistry, checkpointer: Any
+    store: Store, registry: GraphRegistry, checkpointer: Any, keeper: LeaseKeeper
 ) -> None:
     """An OperationalError raised by the graph's own database is the graph's failure:
     FAILED on the first attempt, not handed back as if lg-deploy's database were down."""
     execution = await add(store, "odd", {"kind": "own_database"})
-    await runner_for(store, registry, checkpointer).run(execution.execution_id)
+    await runner_for(store, registry, checkpointer, keeper).run(execution.execution_id)
     failed = await store.get(execution.execution_id)
     assert failed.status is Status.FAILED
     assert failed.error is not None and failed.error["type"] == "OperationalError"
@@ -254,13 +289,13 @@ async def test_a_graphs_own_database_error_fails_the_execution(
 
 
 async def test_results_the_database_would_refuse_are_stored_cleaned(
-    store: Store, registry: GraphRegistry, checkpointer: Any
+    store: Store, registry: GraphRegistry, checkpointer: Any, keeper: LeaseKeeper
 ) -> None:
     """NaN in an output and NUL in an error message (refused by PostgreSQL's JSONB) are
     stored as null and U+FFFD instead of leaving the execution RUNNING."""
     output = await add(store, "odd", {"kind": "values"})
     error = await add(store, "odd", {"kind": "nul_error"})
-    runner = runner_for(store, registry, checkpointer)
+    runner = runner_for(store, registry, checkpointer, keeper)
     await runner.run(output.execution_id)
     await runner.run(error.execution_id)
     done = await store.get(output.execution_id)

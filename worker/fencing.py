@@ -56,27 +56,54 @@ WRITES = ("aput", "aput_writes", "adelete_thread", "adelete_for_runs", "acopy_th
 READS = ("aget", "aget_tuple", "aget_delta_channel_history")
 
 
-def fenced(saver: S, clock: LeaseClock) -> S:
-    """A view of ``saver`` (sharing its connections) for one attempt."""
+def fenced(
+    saver: S,
+    clock: LeaseClock,
+    *,
+    on_write_failure: Callable[[BaseException], None] = lambda exc: None,
+) -> S:
+    """A view of ``saver`` (sharing its connections) for one attempt. ``on_write_failure``
+    hears of every refused or failed write at once: under LangGraph's "async" durability
+    a write runs beside the next step, and its failure would otherwise surface only when
+    the graph ends."""
     view = copy.copy(saver)
     for name in WRITES + READS:
         method = getattr(saver, name, None)
         if method is not None and inspect.iscoroutinefunction(method):
-            setattr(view, name, _guarded(method, clock if name in WRITES else None))
+            if name in WRITES:
+                setattr(view, name, _guarded_write(method, clock, on_write_failure))
+            else:
+                setattr(view, name, _guarded(method))
     setattr(view, "alist", _guarded_list(saver.alist))  # noqa: B010 (an async generator)
     return view
 
 
-def _guarded(method: Callable[..., Awaitable[Any]], clock: LeaseClock | None) -> Any:
+def _guarded(method: Callable[..., Awaitable[Any]]) -> Any:
     async def guarded(*args: Any, **kwargs: Any) -> Any:
-        if clock is not None:
-            clock.check()
         try:
             return await method(*args, **kwargs)
         except Exception as exc:
             if (translated := _translated(exc)) is exc:
                 raise
             raise translated from exc
+
+    return guarded
+
+
+def _guarded_write(
+    method: Callable[..., Awaitable[Any]],
+    clock: LeaseClock,
+    on_failure: Callable[[BaseException], None],
+) -> Any:
+    call = _guarded(method)
+
+    async def guarded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            clock.check()
+            return await call(*args, **kwargs)
+        except Exception as exc:
+            on_failure(exc)
+            raise
 
     return guarded
 

@@ -1,21 +1,95 @@
-"""What workers count, for Prometheus: executions finished, their duration, and those
-running now. In ``lg-deploy dev`` the API's /metrics shows them; ``lg-deploy worker``
-serves them on its own port (``LG_DEPLOY_METRICS_PORT``)."""
+"""What a worker reports to Prometheus (docs/observability.md lists every metric).
+
+``lg-deploy worker`` serves them on its metrics port; in ``lg-deploy dev`` the API's
+/metrics shows them. Graph ids are labels because they come from langgraph.json (a
+bounded set); execution and thread ids never are.
+"""
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-ATTEMPTS_FINISHED = Counter(
-    "lg_deploy_attempts_finished",
-    "Attempts that ended, by graph and by how they ended: COMPLETED, FAILED (retried or "
-    "not), INTERRUPTED, handed_back, or stopped (cancelled, lease lost).",
-    ["graph_id", "outcome"],
+# Agent runs take from milliseconds to hours.
+DURATION_BUCKETS = (
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120,
+    300,
+    600,
+    1800,
+    3600,
+    7200,
+    14400,
+)
+
+SLOTS = Gauge("lg_deploy_worker_slots", "Executions this worker may run at once.")
+SLOTS_BUSY = Gauge("lg_deploy_worker_slots_busy", "Attempts running in this worker now.")
+ATTEMPTS_STARTED = Counter(
+    "lg_deploy_attempts_started", "Attempts this worker claimed and started.", ["graph_id"]
+)
+FINISHED = Counter(
+    "lg_deploy_executions_finished",
+    "Results this worker recorded, by final status (COMPLETED, FAILED, INTERRUPTED).",
+    ["graph_id", "status"],
+)
+FAILED = Counter(
+    "lg_deploy_executions_failed",
+    "Executions this worker failed, by error type (exception class, timeout, ...).",
+    ["graph_id", "error_type"],
+)
+RETRIED = Counter(
+    "lg_deploy_attempts_retried", "Failed attempts queued again for a retry.", ["graph_id"]
+)
+STOPPED = Counter(
+    "lg_deploy_attempts_stopped",
+    "Attempts stopped before their graph ended: cancelled, lease_lost, or handed back "
+    "(shutdown, outage).",
+    ["graph_id", "reason"],
+)
+QUEUE_WAIT = Histogram(
+    "lg_deploy_queue_wait_seconds",
+    "From when an execution became runnable (submitted, handed back, resumed, backoff "
+    "over) to its claim.",
+    ["graph_id"],
+    buckets=DURATION_BUCKETS,
 )
 ATTEMPT_SECONDS = Histogram(
     "lg_deploy_attempt_duration_seconds",
-    "How long attempts ran, from claim to end, by graph.",
+    "How long attempts ran, from claim to end.",
     ["graph_id"],
-    buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 1800, 3600),
+    buckets=DURATION_BUCKETS,
 )
-RUNNING = Gauge("lg_deploy_attempts_running", "Attempts running in this worker now.")
+RECOVERED = Counter(
+    "lg_deploy_reconciler_recovered", "RUNNING executions whose lease expired, queued again."
+)
+ABANDONED = Counter(
+    "lg_deploy_reconciler_abandoned",
+    "Executions failed as worker_lost after their workers were lost too many times.",
+)
+REVIVED = Counter("lg_deploy_reconciler_revived", "Stranded QUEUED executions enqueued again.")
+LAST_HEARTBEAT = Gauge(
+    "lg_deploy_worker_last_heartbeat_timestamp_seconds",
+    "When this worker last renewed its leases (unix time).",
+)
+LAST_RECONCILE = Gauge(
+    "lg_deploy_worker_last_reconcile_timestamp_seconds",
+    "When this worker's reconciler last completed a pass (unix time).",
+)
+LOOP_LAG = Gauge(
+    "lg_deploy_event_loop_lag_seconds", "How late the worker's event loop last ran a timer."
+)
+LOOP_BLOCKED = Counter(
+    "lg_deploy_event_loop_blocked",
+    "Times a graph node blocked the worker's event loop past the warning threshold.",
+    ["graph_id"],
+)

@@ -1,19 +1,22 @@
 """Run one execution: claim it, run its graph under a lease, record what happened.
 
 What the graph gets as input is chosen in ``worker/resume.py``; how its checkpoint writes
-are fenced on the lease, in ``worker/fencing.py``.
+are fenced on the lease, in ``worker/fencing.py``; the lease itself is renewed from a
+thread of its own (``worker/leases.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 import traceback
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Literal, Protocol
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
@@ -27,39 +30,37 @@ from lg_deploy.core.store import Outcome, Store, Waiting
 from lg_deploy.worker import metrics
 from lg_deploy.worker.fencing import LeaseClock, fenced
 from lg_deploy.worker.resume import ResumeConflict, choose_input, graph_config
+from lg_deploy.worker.retries import RetryPolicy
 
 log = logging.getLogger("lg_deploy.worker")
+
+Durability = Literal["sync", "async", "exit"]
+# How long a worker without an execution's graph leaves it for one that has it.
+UNKNOWN_GRAPH_RETRY_S = 1.0
 
 
 class StopReason(StrEnum):
     """Why a running graph was stopped before it ended by itself."""
 
-    LEASE_LOST = "lease lost"
+    LEASE_LOST = "lease_lost"
     CANCELLED = "cancelled"
     SHUTDOWN = "shutdown"
     # The database failed under the graph (its checkpointer): not the graph's fault.
-    OUTAGE = "database outage"
+    OUTAGE = "outage"
+    # A checkpoint write failed for another reason: the attempt fails with that error.
+    CHECKPOINT_FAILED = "checkpoint_failed"
 
 
 # Attempts stopped for these reasons go back to the queue without using up an attempt.
 HANDED_BACK = frozenset({StopReason.SHUTDOWN, StopReason.OUTAGE})
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Which failures are retried, and how long to wait before attempt n + 1."""
+class Leases(Protocol):
+    """Who keeps the leases of running attempts alive (``worker/leases.py``)."""
 
-    retry_on: frozenset[str] = frozenset()
-    backoff_s: float = 1.0
-    backoff_max_s: float = 60.0
+    def hold(self, execution_id: uuid.UUID, clock: LeaseClock) -> None: ...
 
-    def is_retryable(self, error_type: str, exc: BaseException | None) -> bool:
-        """The operator listed the error type, or the graph marked the exception
-        (an attribute ``retryable = True``)."""
-        return error_type in self.retry_on or bool(getattr(exc, "retryable", False))
-
-    def delay_s(self, attempts_used: int) -> float:
-        return min(self.backoff_s * 2 ** max(attempts_used - 1, 0), self.backoff_max_s)
+    def release(self, execution_id: uuid.UUID) -> None: ...
 
 
 @dataclass
@@ -68,6 +69,18 @@ class _Attempt:
     clock: LeaseClock
     task: asyncio.Task[Outcome] | None = None
     stop_reason: StopReason | None = None
+    write_error: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the runner holds an execution to."""
+
+    default_timeout_s: float = 3600.0
+    # The largest result (output and interrupts, as JSON) an execution may store.
+    max_output_bytes: int = 4 * 1024 * 1024
+    # How long an execution whose graph this worker lacks waits for a worker that has it.
+    unknown_graph_grace_s: float = 300.0
 
 
 class Runner:
@@ -79,20 +92,24 @@ class Runner:
         queue: Queue,
         registry: GraphRegistry,
         checkpointer: BaseCheckpointSaver,
+        leases: Leases,
         *,
         owner: str,
         lease_s: float,
-        default_timeout_s: float,
+        limits: Limits | None = None,
         retry: RetryPolicy | None = None,
+        durability: Durability = "sync",
     ) -> None:
         self.store = store
         self.queue = queue
         self.registry = registry
         self.checkpointer = checkpointer
+        self.leases = leases
         self.owner = owner
         self.lease_s = lease_s
-        self.default_timeout_s = default_timeout_s
+        self.limits = limits or Limits()
         self.retry = retry or RetryPolicy()
+        self.durability = durability
         self.attempts: dict[uuid.UUID, _Attempt] = {}
 
     async def run(self, execution_id: uuid.UUID) -> None:
@@ -105,27 +122,29 @@ class Runner:
             return
         if execution is None:
             return  # not QUEUED any more, or its thread is busy: someone else has it
+        if execution.graph_id not in self.registry:
+            await self._leave_for_another_worker(execution)
+            return
+        graph_id = execution.graph_id
+        waited = (execution.updated_at - execution.queued_at).total_seconds()
+        metrics.QUEUE_WAIT.labels(graph_id).observe(max(waited, 0.0))
+        metrics.ATTEMPTS_STARTED.labels(graph_id).inc()
         log.info(
-            "execution %s (graph %s) attempt %d started",
-            execution_id,
-            execution.graph_id,
-            execution.attempt,
+            "execution %s (graph %s) attempt %d started", execution_id, graph_id, execution.attempt
         )
         attempt = _Attempt(
             execution, LeaseClock(str(execution_id), execution.attempt, self.lease_s, asked_at)
         )
         attempt.task = task = asyncio.create_task(self._execute(attempt))
         self.attempts[execution_id] = attempt
-        metrics.RUNNING.inc()
-        heartbeat = asyncio.create_task(self._heartbeat(attempt))
+        self.leases.hold(execution_id, attempt.clock)
+        metrics.SLOTS_BUSY.inc()
         outcome: Outcome | None = None
         try:
             outcome = await asyncio.shield(task)
         except asyncio.CancelledError:
             current = asyncio.current_task()
-            if current is None or not current.cancelling():
-                pass  # the graph was stopped (lease lost, cancelled, shutdown)
-            else:
+            if current is not None and current.cancelling():
                 # This handler itself was cancelled (the process is stopping): hand it back.
                 attempt.stop_reason = attempt.stop_reason or StopReason.SHUTDOWN
                 task.cancel()
@@ -133,16 +152,19 @@ class Runner:
                     await task
                 await self._settle(attempt, None)
                 raise
+            # Otherwise the graph was stopped: lease lost, cancelled, shutdown, a write failed.
         except LeaseLost:
             attempt.stop_reason = StopReason.LEASE_LOST
         except BackendUnavailable as exc:
             log.warning("execution %s: the database failed under the graph: %s", execution_id, exc)
             attempt.stop_reason = StopReason.OUTAGE
         finally:
-            heartbeat.cancel()
+            self.leases.release(execution_id)
             self.attempts.pop(execution_id, None)
-            metrics.RUNNING.dec()
-            metrics.ATTEMPT_SECONDS.labels(execution.graph_id).observe(time.monotonic() - asked_at)
+            metrics.SLOTS_BUSY.dec()
+            metrics.ATTEMPT_SECONDS.labels(graph_id).observe(time.monotonic() - asked_at)
+        if attempt.stop_reason is StopReason.CHECKPOINT_FAILED and attempt.write_error:
+            outcome = _failure(execution, attempt.write_error)
         await self._settle(attempt, outcome)
 
     def stop(self, execution_id: uuid.UUID, reason: StopReason) -> bool:
@@ -158,12 +180,51 @@ class Runner:
         for execution_id in list(self.attempts):
             self.stop(execution_id, reason)
 
+    def lease_lost(self, execution_id: uuid.UUID) -> None:
+        if self.stop(execution_id, StopReason.LEASE_LOST):
+            log.warning("execution %s: lease lost; graph stopped", execution_id)
+
+    def _checkpoint_write_failed(self, attempt: _Attempt, exc: BaseException) -> None:
+        """The first refused or failed checkpoint write stops the attempt at once, whatever
+        the durability mode: steps after it would run with their checkpoints lost."""
+        if isinstance(exc, LeaseLost):
+            reason = StopReason.LEASE_LOST
+        elif isinstance(exc, BackendUnavailable):
+            reason = StopReason.OUTAGE
+        else:
+            reason = StopReason.CHECKPOINT_FAILED
+            attempt.write_error = attempt.write_error or exc
+        eid = attempt.execution.execution_id
+        if self.stop(eid, reason):
+            log.warning("execution %s: a checkpoint write failed (%s): attempt stopped", eid, exc)
+
+    async def _leave_for_another_worker(self, execution: Execution) -> None:
+        """The execution's graph is not in this worker's langgraph.json (a rolling deploy):
+        hand it back for a worker that has it, or fail it once none took it in time."""
+        eid, graph_id = execution.execution_id, execution.graph_id
+        waited = (utcnow() - execution.created_at).total_seconds()
+        if waited > self.limits.unknown_graph_grace_s:
+            error = {
+                "type": "unknown_graph",
+                "message": f"graph {graph_id!r} is not in this worker's langgraph.json "
+                f"(it has {', '.join(sorted(self.registry.graphs))}), and no worker that has "
+                f"it took the execution within {self.limits.unknown_graph_grace_s:g} s",
+            }
+            await self._record(execution, Outcome(Status.FAILED, error=error))
+            return
+        log.warning("execution %s: graph %r unknown here; left for another worker", eid, graph_id)
+        try:
+            if await self.store.release(eid, execution.attempt, UNKNOWN_GRAPH_RETRY_S):
+                await self._enqueue(eid, execution.attempt, UNKNOWN_GRAPH_RETRY_S)
+        except BackendUnavailable as exc:
+            log.warning("execution %s: cannot hand it back: %s", eid, exc)
+
     async def _settle(self, attempt: _Attempt, outcome: Outcome | None) -> None:
         """Write what the attempt ended with, fenced on its attempt number."""
         execution = attempt.execution
         eid, number = execution.execution_id, execution.attempt
-        ended = _ended_as(attempt, outcome)
-        metrics.ATTEMPTS_FINISHED.labels(execution.graph_id, ended).inc()
+        if outcome is None and attempt.stop_reason is not None:
+            metrics.STOPPED.labels(execution.graph_id, attempt.stop_reason.value).inc()
         try:
             if attempt.stop_reason in HANDED_BACK:
                 if await self.store.release(eid, number):
@@ -192,22 +253,28 @@ class Runner:
             # The database refused the result itself: record that instead of retrying the
             # same write forever.
             log.exception("execution %s: the store refused the result", eid)
-            unstorable = {
-                "type": "unstorable_result",
-                "message": storable_text(f"{type(exc).__name__}: {exc}")[:2000],
-            }
-            recorded = await self.store.finish(
-                eid, number, Outcome(Status.FAILED, error=unstorable)
+            outcome = Outcome(
+                Status.FAILED,
+                error={
+                    "type": "unstorable_result",
+                    "message": storable_text(f"{type(exc).__name__}: {exc}")[:2000],
+                },
             )
-        if recorded:
-            log.info("execution %s attempt %d %s", eid, number, outcome.status)
-        else:
+            recorded = await self.store.finish(eid, number, outcome)
+        if not recorded:
             log.warning(
                 "execution %s attempt %d finished as %s but lost its lease: result dropped",
                 eid,
                 number,
                 outcome.status,
             )
+            return
+        log.info("execution %s attempt %d %s", eid, number, outcome.status)
+        metrics.FINISHED.labels(execution.graph_id, outcome.status.value).inc()
+        if outcome.status is Status.FAILED and outcome.error is not None:
+            metrics.FAILED.labels(execution.graph_id, outcome.error["type"]).inc()
+        with contextlib.suppress(BackendUnavailable):  # only wakes long polls sooner
+            await self.queue.publish("settled", eid)
 
     async def reenqueue(self, waiting: Waiting, *, revive: bool = False) -> None:
         """Enqueue a QUEUED execution for its current attempt, after its not-before time."""
@@ -230,6 +297,7 @@ class Runner:
         delay = self.retry.delay_s(used)
         eid, number = execution.execution_id, execution.attempt
         if await self.store.retry(eid, number, outcome.error, delay):
+            metrics.RETRIED.labels(execution.graph_id).inc()
             log.info(
                 "execution %s attempt %d failed (%s); retry %d of %d in %.1f s",
                 eid,
@@ -249,34 +317,19 @@ class Runner:
         except BackendUnavailable as exc:
             log.warning("execution %s: cannot enqueue it now: %s", execution_id, exc)
 
-    async def _heartbeat(self, attempt: _Attempt) -> None:
-        """Renew the lease every third of its length; stop the graph when it is lost."""
-        execution, clock = attempt.execution, attempt.clock
-        interval = self.lease_s / 3
-        while attempt.task is not None and not attempt.task.done():
-            await asyncio.sleep(interval)
-            asked_at = time.monotonic()
-            try:
-                if await self.store.heartbeat(
-                    execution.execution_id, execution.attempt, self.lease_s
-                ):
-                    clock.renewed(asked_at)
-                else:
-                    clock.lost = True
-            except BackendUnavailable as exc:
-                log.warning("execution %s: heartbeat failed: %s", execution.execution_id, exc)
-            if not clock.held():
-                self.stop(execution.execution_id, StopReason.LEASE_LOST)
-                return
-
     async def _execute(self, attempt: _Attempt) -> Outcome:
         """Run the graph once and say how it ended; exceptions become FAILED outcomes."""
         execution = attempt.execution
-        timeout_s = execution.timeout_s or self.default_timeout_s
+        timeout_s = execution.timeout_s or self.limits.default_timeout_s
         deadline = asyncio.timeout(timeout_s)
+        checkpointer = fenced(
+            self.checkpointer,
+            attempt.clock,
+            on_write_failure=lambda exc: self._checkpoint_write_failed(attempt, exc),
+        )
         try:
             async with deadline:
-                return await self._invoke(execution, fenced(self.checkpointer, attempt.clock))
+                return await self._invoke(execution, checkpointer)
         except TimeoutError as exc:
             if deadline.expired():
                 return Outcome(
@@ -298,25 +351,29 @@ class Runner:
         graph_input = await choose_input(graph, config, execution)
         if isinstance(graph_input, ResumeConflict):
             return Outcome(Status.FAILED, error=graph_input.error)
-        result = await graph.ainvoke(graph_input, config)
+        result = await graph.ainvoke(graph_input, config, durability=self.durability)
         snapshot = await graph.aget_state(config)
         output = to_jsonable(
             {k: v for k, v in result.items() if k != "__interrupt__"}
             if isinstance(result, dict)
             else result
         )
+        interrupts = None
         if snapshot.next:
             interrupts = [{"id": i.id, "value": to_jsonable(i.value)} for i in snapshot.interrupts]
+        size = len(json.dumps([output, interrupts], separators=(",", ":")).encode())
+        if size > self.limits.max_output_bytes:
+            return Outcome(
+                Status.FAILED,
+                error={
+                    "type": "output_too_large",
+                    "message": f"the result is {size} bytes of JSON, over the limit of "
+                    f"{self.limits.max_output_bytes} (LG_DEPLOY_MAX_OUTPUT_BYTES)",
+                },
+            )
+        if interrupts is not None:
             return Outcome(Status.INTERRUPTED, output=output, interrupts=interrupts)
         return Outcome(Status.COMPLETED, output=output)
-
-
-def _ended_as(attempt: _Attempt, outcome: Outcome | None) -> str:
-    if attempt.stop_reason in HANDED_BACK:
-        return "handed_back"
-    if outcome is None:
-        return "stopped"
-    return outcome.status.value
 
 
 def _failure(execution: Execution, exc: BaseException) -> Outcome:

@@ -4,7 +4,8 @@ Besides serving the queue it runs two background loops: one stops graphs that we
 cancelled elsewhere (a queue nudge, the store flag being the truth), and the reconciler,
 which re-enqueues RUNNING executions whose lease expired and QUEUED ones that are not
 moving. Several reconcilers may run at once: every move they make is a conditional
-UPDATE, and enqueueing an id that already waits is a no-op.
+UPDATE, and enqueueing an id that already waits is a no-op. Two threads watch over it:
+the lease keeper (``worker/leases.py``) and the loop watch (``worker/loop_watch.py``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -24,7 +28,12 @@ from lg_deploy.core.graphs import GraphRegistry
 from lg_deploy.core.models import utcnow
 from lg_deploy.core.queue import Queue
 from lg_deploy.core.store import Store
-from lg_deploy.worker.runner import RetryPolicy, Runner, StopReason
+from lg_deploy.worker import metrics
+from lg_deploy.worker.leases import LeaseKeeper
+from lg_deploy.worker.loop_watch import Culprit, LoopWatch
+from lg_deploy.worker.resume import EXECUTION_ID_KEY
+from lg_deploy.worker.retries import RetryPolicy
+from lg_deploy.worker.runner import Durability, Limits, Runner, StopReason
 
 log = logging.getLogger("lg_deploy.worker")
 
@@ -32,6 +41,14 @@ log = logging.getLogger("lg_deploy.worker")
 def worker_name() -> str:
     """A name unique to this process, used as the lease owner."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True)
+class LoopLimits:
+    """When a blocked event loop is logged, and when the worker counts as stuck."""
+
+    warn_s: float = 1.0
+    limit_s: float = 60.0
 
 
 class WorkerService:
@@ -42,12 +59,15 @@ class WorkerService:
         registry: GraphRegistry,
         checkpointer: BaseCheckpointSaver,
         *,
+        open_lease_store: Callable[[], Store],
         concurrency: int = 10,
         lease_s: float = 30.0,
-        default_timeout_s: float = 3600.0,
         reconcile_interval_s: float = 10.0,
         max_recoveries: int | None = 10,
+        limits: Limits | None = None,
+        loop_limits: LoopLimits | None = None,
         retry: RetryPolicy | None = None,
+        durability: Durability = "sync",
         name: str | None = None,
     ) -> None:
         self.store = store
@@ -56,15 +76,31 @@ class WorkerService:
         self.reconcile_interval_s = reconcile_interval_s
         self.max_recoveries = max_recoveries
         self.name = name or worker_name()
+        loop_limits = loop_limits or LoopLimits()
+        self.loop_watch = LoopWatch(
+            warn_s=loop_limits.warn_s,
+            limit_s=loop_limits.limit_s,
+            execution_key=EXECUTION_ID_KEY,
+            graph_of=self._graph_of,
+            on_stuck=self._stuck,
+        )
+        self.leases = LeaseKeeper(
+            open_lease_store,
+            lease_s=lease_s,
+            on_lost=self._lease_lost,
+            paused=self.loop_watch.stuck,
+        )
         self.runner = Runner(
             store,
             queue,
             registry,
             checkpointer,
+            self.leases,
             owner=self.name,
             lease_s=lease_s,
-            default_timeout_s=default_timeout_s,
+            limits=limits,
             retry=retry,
+            durability=durability,
         )
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -77,14 +113,19 @@ class WorkerService:
         one-process ``memory://`` mode), so every RUNNING row is an orphan of an earlier
         process and goes back to QUEUED now instead of after its lease.
         """
+        self.leases.start()
+        self.loop_watch.start()
         await self.reconcile(requeue_all_running=orphans_are_mine, stale_after_s=0)
+        metrics.SLOTS.set(self.concurrency)
         self._serving = asyncio.create_task(
             self.queue.serve(self.runner.run, concurrency=self.concurrency, stop=self._stop)
         )
+        ready = asyncio.Event()
         self._tasks = [
             asyncio.create_task(self._reconcile_forever()),
-            asyncio.create_task(self._follow_cancellations()),
+            asyncio.create_task(self._follow_cancellations(ready)),
         ]
+        await ready.wait()
         log.info("worker %s serving, concurrency %d", self.name, self.concurrency)
 
     async def stop(self, drain_s: float = 0.0) -> None:
@@ -100,6 +141,9 @@ class WorkerService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._serving
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.loop_watch.stop()
+        self.leases.stop()
+        metrics.SLOTS.set(0)
         log.info("worker %s stopped", self.name)
 
     def hand_back_all(self) -> None:
@@ -107,12 +151,56 @@ class WorkerService:
         using up an attempt (a second SIGTERM, or the end of the drain period)."""
         self.runner.stop_all(StopReason.SHUTDOWN)
 
+    def alive(self) -> str | None:
+        """Why this worker should be restarted, or None while it is healthy: its event loop
+        is stuck, or it stopped serving the queue. A backend outage is not a reason: the
+        worker waits it out and comes back by itself. Safe to call from any thread."""
+        if self.loop_watch.stuck():
+            return f"the event loop has been blocked for {self.loop_watch.blocked_for():.0f} s"
+        if self._serving is not None and self._serving.done() and not self._stop.is_set():
+            return "the queue loop has stopped"
+        return None
+
+    def _graph_of(self, execution_id: str) -> str | None:
+        attempt = self.runner.attempts.get(uuid.UUID(execution_id))
+        return attempt.execution.graph_id if attempt is not None else None
+
+    def _lease_lost(self, execution_id: uuid.UUID) -> None:
+        self.runner.lease_lost(execution_id)
+
+    def _stuck(self, culprit: Culprit, blocked_s: float) -> None:
+        """Called from the loop watch's thread once the loop is blocked past its limit."""
+        log.error(
+            "the event loop has been blocked for %.0f s: no lease is renewed until it runs "
+            "again, so other workers take the executions over",
+            blocked_s,
+        )
+        if culprit.execution_id is None:
+            return
+        attempt = self.runner.attempts.get(uuid.UUID(culprit.execution_id))
+        if attempt is None:
+            return
+        attempt.clock.lost = True
+        execution = attempt.execution
+        self.leases.fail(
+            execution.execution_id,
+            execution.attempt,
+            execution.graph_id,
+            {
+                "type": "event_loop_blocked",
+                "message": f"node {culprit.node!r} blocked its worker's event loop for more "
+                f"than {self.loop_watch.limit_s:g} s, so the execution was failed rather than "
+                "run again on another worker. An async node must not call blocking code "
+                "(time.sleep, a synchronous client): make it a plain def, which LangGraph runs "
+                "in a thread, or await an async call.",
+            },
+        )
+
     async def reconcile(
         self, *, requeue_all_running: bool = False, stale_after_s: float | None = None
     ) -> int:
         """One pass: re-enqueue stranded executions; returns how many it enqueued."""
-        now = utcnow()
-        cutoff = now + timedelta(days=36500) if requeue_all_running else now
+        cutoff = utcnow() + timedelta(days=36500) if requeue_all_running else None
         stale_after = self.reconcile_interval_s if stale_after_s is None else stale_after_s
         expired = await self.store.requeue_expired(cutoff, max_recoveries=self.max_recoveries)
         for waiting in expired:
@@ -122,15 +210,17 @@ class WorkerService:
                 waiting.attempt,
             )
             await self.runner.reenqueue(waiting, revive=True)
-        enqueued = len(expired)
-        before = now - timedelta(seconds=stale_after)
+        metrics.RECOVERED.inc(len(expired))
+        revived = 0
         after: uuid.UUID | None = None
-        while batch := await self.store.queued_before(before, after=after):
+        while batch := await self.store.queued_before(stale_after, after=after):
             for waiting in batch:
                 await self.runner.reenqueue(waiting, revive=True)
-            enqueued += len(batch)
+            revived += len(batch)
             after = batch[-1].execution_id
-        return enqueued
+        metrics.REVIVED.inc(revived)
+        metrics.LAST_RECONCILE.set(time.time())
+        return len(expired) + revived
 
     async def _reconcile_forever(self) -> None:
         while True:
@@ -142,12 +232,15 @@ class WorkerService:
             except Exception:
                 log.exception("reconciler pass failed")
 
-    async def _follow_cancellations(self) -> None:
+    async def _follow_cancellations(self, ready: asyncio.Event) -> None:
         while True:
             try:
-                async for execution_id in self.queue.cancellations():
-                    if self.runner.stop(execution_id, StopReason.CANCELLED):
-                        log.info("execution %s cancelled: graph stopped", execution_id)
+                async with self.queue.subscribe("cancelled") as notices:
+                    ready.set()
+                    async for execution_id in notices:
+                        if self.runner.stop(execution_id, StopReason.CANCELLED):
+                            log.info("execution %s cancelled: graph stopped", execution_id)
             except BackendUnavailable as exc:
+                ready.set()
                 log.warning("cancel notices: %s", exc)
                 await asyncio.sleep(1)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from lg_deploy.core.errors import UnknownBackend
-from lg_deploy.core.queue.base import Handler, Queue
+from lg_deploy.core.queue.base import Handler, Queue, Topic
 
 SCHEMES = ("memory://", "redis://host:port/db", "rediss://host:port/db")
 
-__all__ = ["SCHEMES", "Handler", "Queue", "open_queue"]
+__all__ = ["SCHEMES", "Handler", "Queue", "Topic", "open_queue"]
 
 
 def open_queue(

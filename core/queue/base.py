@@ -6,9 +6,15 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Protocol
+from contextlib import AbstractAsyncContextManager
+from typing import Literal, Protocol
 
 Handler = Callable[[uuid.UUID], Awaitable[None]]
+
+# Notices about executions, for every process that listens (best effort, never the truth):
+# "cancelled" stops a graph at once on whichever worker runs it; "settled" (a result was
+# recorded) wakes the API's long polls.
+Topic = Literal["cancelled", "settled"]
 
 
 class Queue(Protocol):
@@ -33,11 +39,12 @@ class Queue(Protocol):
     async def depth(self) -> int:
         """Ids waiting to be picked up."""
 
-    async def publish_cancel(self, execution_id: uuid.UUID) -> None:
-        """Nudge every worker that ``execution_id`` was cancelled (best effort)."""
+    async def publish(self, topic: Topic, execution_id: uuid.UUID) -> None:
+        """Tell every subscriber of ``topic`` about ``execution_id`` (best effort)."""
 
-    def cancellations(self) -> AsyncIterator[uuid.UUID]:
-        """The ids published with ``publish_cancel`` from now on."""
+    def subscribe(self, topic: Topic) -> AbstractAsyncContextManager[AsyncIterator[uuid.UUID]]:
+        """The ids published on ``topic``. The subscription is made on entering the
+        context, so nothing published after that is missed."""
 
     async def serve(self, handler: Handler, *, concurrency: int, stop: asyncio.Event) -> None:
         """Deliver ids to ``handler``, at most ``concurrency`` at once, until ``stop`` is set;

@@ -11,15 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections import defaultdict
 from collections.abc import AsyncIterator
 
-from lg_deploy.core.queue.base import Handler
+from lg_deploy.core.queue.base import Handler, Topic
 
 
 class MemoryQueue:
     def __init__(self) -> None:
         self._items: asyncio.Queue[uuid.UUID] = asyncio.Queue()
-        self._subscribers: set[asyncio.Queue[uuid.UUID]] = set()
+        self._subscribers: dict[Topic, set[asyncio.Queue[uuid.UUID]]] = defaultdict(set)
         self._timers: set[asyncio.TimerHandle] = set()
         self._waiting: set[uuid.UUID] = set()
 
@@ -57,18 +58,23 @@ class MemoryQueue:
     async def depth(self) -> int:
         return self._items.qsize()
 
-    async def publish_cancel(self, execution_id: uuid.UUID) -> None:
-        for subscriber in self._subscribers:
+    async def publish(self, topic: Topic, execution_id: uuid.UUID) -> None:
+        for subscriber in self._subscribers[topic]:
             subscriber.put_nowait(execution_id)
 
-    async def cancellations(self) -> AsyncIterator[uuid.UUID]:
+    @contextlib.asynccontextmanager
+    async def subscribe(self, topic: Topic) -> AsyncIterator[AsyncIterator[uuid.UUID]]:
         inbox: asyncio.Queue[uuid.UUID] = asyncio.Queue()
-        self._subscribers.add(inbox)
-        try:
+        self._subscribers[topic].add(inbox)
+
+        async def notices() -> AsyncIterator[uuid.UUID]:
             while True:
                 yield await inbox.get()
+
+        try:
+            yield notices()
         finally:
-            self._subscribers.discard(inbox)
+            self._subscribers[topic].discard(inbox)
 
     async def serve(self, handler: Handler, *, concurrency: int, stop: asyncio.Event) -> None:
         slots = asyncio.Semaphore(concurrency)

@@ -1,7 +1,8 @@
 """``redis://``: ARQ on Redis, for a fleet of API and worker processes.
 
 What we rely on ARQ for is small: a shared, delayed queue of execution ids and a worker
-loop with bounded concurrency. Its traps (DESIGN.md) are closed here:
+loop with bounded concurrency. Its traps (docs/architecture.md, "The fleet on ARQ") are
+closed here:
 
 - JSON on both ends, never pickle; the payload is the execution id alone.
 - One ARQ job id per attempt (``<execution id>:<attempt>``) and ``keep_result=0``, so a
@@ -13,6 +14,8 @@ loop with bounded concurrency. Its traps (DESIGN.md) are closed here:
 - When attempt ``n`` is enqueued, the job of attempt ``n - 1`` is taken off the queue:
   the job of a SIGKILLed worker would otherwise sit at the head of the queue until its
   in-progress key expires (the whole job timeout).
+- The reconciler's revive puts back in line only a job nobody holds: a job a live worker
+  took keeps its in-progress key, so ARQ never starts it twice.
 - Cancellation goes through the store; a pub/sub message only makes it fast.
 """
 
@@ -33,10 +36,11 @@ from typing import Any
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
 from arq.worker import Worker, func
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from lg_deploy.core.errors import BackendUnavailable
-from lg_deploy.core.queue.base import Handler
+from lg_deploy.core.queue.base import Handler, Topic
 
 log = logging.getLogger("lg_deploy.queue")
 
@@ -44,6 +48,27 @@ JOB_FUNCTION = "run_execution"
 # ARQ's own key prefixes (arq.constants), used only to drop a superseded attempt's job.
 _ARQ_JOB_KEY = "arq:job:"
 _ARQ_IN_PROGRESS_KEY = "arq:in-progress:"
+
+
+# A job a worker took this long ago and never finished is stranded (the worker died between
+# taking it and claiming its execution); a younger one is left alone: its worker is busy
+# claiming it right now, and reviving it would start the same job twice.
+STRANDED_AFTER_S = 30.0
+_REVIVE_MISSING = 2
+# Put a job that waits too long back in line, atomically: leave it if a worker holds it
+# (in-progress key younger than ARGV[3] ms, given its full TTL ARGV[4] ms); otherwise drop
+# a stranded in-progress key and, if the job still exists, queue it again (ZADD NX keeps a
+# job that is already in line where it is). Returns 0 held, 1 queued, 2 no such job.
+_REVIVE = """
+local ttl = redis.call('PTTL', KEYS[3])
+if ttl > 0 and tonumber(ARGV[4]) - ttl < tonumber(ARGV[3]) then return 0 end
+if ttl ~= -2 then redis.call('DEL', KEYS[3]) end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+    redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1])
+    return 1
+end
+return 2
+"""
 
 
 def _dumps(value: Any) -> bytes:
@@ -74,7 +99,10 @@ class RedisQueue:
     ) -> None:
         self.url = url
         self.queue_name = queue_name
-        self.cancel_channel = f"{queue_name}:cancel"
+        self.channels: dict[Topic, str] = {
+            "cancelled": f"{queue_name}:cancel",
+            "settled": f"{queue_name}:settled",
+        }
         self.job_timeout_s = job_timeout_s
         self.poll_delay_s = poll_delay_s
         self.queue_read_limit = queue_read_limit
@@ -83,6 +111,9 @@ class RedisQueue:
         self.settings.conn_timeout = max(1, int(connect_timeout_s))
         self.settings.conn_retries = 0
         self._pool: ArqRedis | None = None
+        self._revive_script: AsyncScript | None = None
+        # ARQ's in-progress key lives for the job timeout plus 10 s (arq.worker).
+        self.in_progress_ms = int((job_timeout_s + 10) * 1000)
         self._lock = asyncio.Lock()
         self._executions: set[asyncio.Future[None]] = set()
 
@@ -121,6 +152,7 @@ class RedisQueue:
         if self._pool is not None:
             await self._pool.aclose(close_connection_pool=True)
             self._pool = None
+            self._revive_script = None
 
     async def enqueue(
         self,
@@ -133,19 +165,19 @@ class RedisQueue:
         job = job_id(execution_id, attempt)
         async with self._redis() as redis:
             if revive:
-                # A worker that died between taking the job and claiming the execution
-                # leaves an in-progress key that blocks the job for the whole job timeout.
-                await redis.delete(_ARQ_IN_PROGRESS_KEY + job)
-            created = await redis.enqueue_job(
+                score_ms = int((time.time() + max(delay_s, 0)) * 1000)
+                revived = await self._revive(redis)(
+                    keys=[self.queue_name, _ARQ_JOB_KEY + job, _ARQ_IN_PROGRESS_KEY + job],
+                    args=[job, score_ms, int(STRANDED_AFTER_S * 1000), self.in_progress_ms],
+                )
+                if revived != _REVIVE_MISSING:
+                    return
+            await redis.enqueue_job(
                 JOB_FUNCTION,
                 str(execution_id),
                 _job_id=job,
                 _defer_by=delay_s if delay_s > 0 else None,
             )
-            if created is None and revive:
-                # The job key outlived its place in the queue: put it back in line.
-                score = (time.time() + max(delay_s, 0)) * 1000
-                await redis.zadd(self.queue_name, {job: score}, nx=True)
             if attempt > 0:
                 superseded = job_id(execution_id, attempt - 1)
                 async with redis.pipeline(transaction=True) as pipe:
@@ -153,31 +185,41 @@ class RedisQueue:
                     pipe.delete(_ARQ_JOB_KEY + superseded, _ARQ_IN_PROGRESS_KEY + superseded)
                     await pipe.execute()
 
+    def _revive(self, redis: ArqRedis) -> AsyncScript:
+        if self._revive_script is None:
+            self._revive_script = redis.register_script(_REVIVE)
+        return self._revive_script
+
     async def depth(self) -> int:
         """Jobs in ARQ's queue: waiting, deferred and running."""
         async with self._redis() as redis:
             return int(await redis.zcard(self.queue_name))
 
-    async def publish_cancel(self, execution_id: uuid.UUID) -> None:
+    async def publish(self, topic: Topic, execution_id: uuid.UUID) -> None:
         async with self._redis() as redis:
-            await redis.publish(self.cancel_channel, str(execution_id))
+            await redis.publish(self.channels[topic], str(execution_id))
 
-    async def cancellations(self) -> AsyncIterator[uuid.UUID]:
-        async with self._redis(timeout=False) as redis:
+    @contextlib.asynccontextmanager
+    async def subscribe(self, topic: Topic) -> AsyncIterator[AsyncIterator[uuid.UUID]]:
+        async with self._redis() as redis:
             pubsub = redis.pubsub()
+            await pubsub.subscribe(self.channels[topic])
+
+        async def notices() -> AsyncIterator[uuid.UUID]:
             try:
-                await pubsub.subscribe(self.cancel_channel)
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if message is None:
-                        continue
-                    with contextlib.suppress(ValueError):
-                        yield uuid.UUID(message["data"].decode())
+                    if message is not None:
+                        with contextlib.suppress(ValueError):
+                            yield uuid.UUID(message["data"].decode())
             except (RedisError, OSError) as exc:
                 raise BackendUnavailable("queue", _short(exc)) from exc
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+
+        try:
+            yield notices()
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
 
     async def serve(self, handler: Handler, *, concurrency: int, stop: asyncio.Event) -> None:
         """Run an ARQ worker until ``stop``; when Redis drops it, start another."""

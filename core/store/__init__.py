@@ -5,11 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from lg_deploy.core.errors import UnknownBackend
-from lg_deploy.core.store.base import Outcome, Page, Store, Waiting
+from lg_deploy.core.store.base import Outcome, Overview, Page, Store, Waiting
 
 SCHEMES = ("sqlite+aiosqlite:///path", "postgresql+asyncpg://user:password@host/db")
 
-__all__ = ["SCHEMES", "Outcome", "Page", "Store", "Waiting", "check_database_url", "open_store"]
+__all__ = [
+    "SCHEMES",
+    "Outcome",
+    "Overview",
+    "Page",
+    "Store",
+    "Waiting",
+    "check_database_url",
+    "open_store",
+]
 
 
 def check_database_url(url: str) -> None:
@@ -24,10 +33,13 @@ def ensure_sqlite_dir(url: str) -> None:
         Path(url.removeprefix("sqlite+aiosqlite:///")).parent.mkdir(parents=True, exist_ok=True)
 
 
-def open_store(url: str) -> Store:
-    """The store for ``url``; the caller closes it."""
+def open_store(url: str, *, pool_size: int = 10) -> Store:
+    """The store for ``url``, with up to ``pool_size`` connections to PostgreSQL; the
+    caller closes it."""
     check_database_url(url)
     ensure_sqlite_dir(url)
     from lg_deploy.core.store.sql import SQLStore
 
-    return SQLStore.from_url(url)
+    if url.startswith("sqlite"):
+        return SQLStore.from_url(url)
+    return SQLStore.from_url(url, pool_size=pool_size, max_overflow=pool_size)

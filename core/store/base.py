@@ -8,7 +8,7 @@ row and returns False, so a zombie can never overwrite a result.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
@@ -34,6 +34,18 @@ class Outcome:
     interrupts: list[dict[str, Any]] | None = field(default=None)
     # Not stored: the exception behind a FAILED outcome, for the worker's retry decision.
     cause: BaseException | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Overview:
+    """The unfinished work of the deployment, per graph, as the store sees it now."""
+
+    # (graph_id, status) -> executions, for QUEUED, RUNNING and INTERRUPTED.
+    unfinished: Mapping[tuple[str, Status], int]
+    # graph_id -> QUEUED executions that may run now (not waiting out a retry's backoff).
+    runnable: Mapping[str, int]
+    # graph_id -> seconds the oldest runnable execution has waited since it became runnable.
+    oldest_runnable_age_s: Mapping[str, float]
 
 
 class Waiting(NamedTuple):
@@ -76,8 +88,10 @@ class Store(Protocol):
         """QUEUED -> RUNNING with a new lease and the next attempt number, or None when the
         execution is not claimable (not QUEUED, or its thread is busy)."""
 
-    async def heartbeat(self, execution_id: uuid.UUID, attempt: int, lease_s: float) -> bool:
-        """Extend the lease of ``attempt``; False when the lease is lost."""
+    async def renew_leases(self, leases: Mapping[uuid.UUID, int], lease_s: float) -> set[uuid.UUID]:
+        """Extend the leases of the attempts in ``leases`` (execution id -> attempt) to
+        ``lease_s`` from now, in one statement; returns the ids still held (the others
+        were taken over, cancelled or finished)."""
 
     async def finish(self, execution_id: uuid.UUID, attempt: int, outcome: Outcome) -> bool:
         """Record the result of ``attempt`` (RUNNING -> outcome.status), fenced; a FAILED
@@ -89,30 +103,47 @@ class Store(Protocol):
         """RUNNING -> QUEUED after a retryable failure: the error is added to
         ``attempt_errors`` and no worker claims it for ``delay_s``. Fenced."""
 
-    async def release(self, execution_id: uuid.UUID, attempt: int) -> bool:
+    async def release(self, execution_id: uuid.UUID, attempt: int, delay_s: float = 0) -> bool:
         """Hand a RUNNING attempt back to the queue (RUNNING -> QUEUED) without using up
-        an attempt (``handbacks`` counts it). Fenced."""
+        an attempt (``handbacks`` counts it); no worker claims it for ``delay_s``. Fenced."""
 
     async def cancel(self, execution_id: uuid.UUID) -> Execution:
         """Move to CANCELLED, or raise ``NotFound`` / ``InvalidTransition``."""
+
+    async def delete(self, execution_id: uuid.UUID) -> None:
+        """Delete a COMPLETED, FAILED or CANCELLED execution's row, or raise ``NotFound`` /
+        ``ExecutionActive``."""
 
     async def resume(self, execution_id: uuid.UUID, value: Any) -> Execution:
         """INTERRUPTED -> QUEUED carrying ``value`` for the paused graph."""
 
     async def requeue_expired(
-        self, now: datetime, *, max_recoveries: int | None = None
+        self, now: datetime | None = None, *, max_recoveries: int | None = None
     ) -> list[Waiting]:
-        """RUNNING executions whose lease ended before ``now`` go back to QUEUED; those
-        whose workers were already lost ``max_recoveries`` times become FAILED
-        (``worker_lost``) instead."""
+        """RUNNING executions whose lease ended before ``now`` (the database's clock when
+        None) go back to QUEUED; those whose workers were already lost ``max_recoveries``
+        times become FAILED (``worker_lost``) instead."""
 
     async def queued_before(
-        self, before: datetime, *, after: uuid.UUID | None = None, limit: int = 1000
+        self,
+        stale_after_s: float,
+        *,
+        now: datetime | None = None,
+        after: uuid.UUID | None = None,
+        limit: int = 1000,
     ) -> list[Waiting]:
-        """QUEUED executions not updated since ``before``, in id order from ``after`` on."""
+        """QUEUED executions runnable for more than ``stale_after_s`` before ``now`` (the
+        database's clock when None), in id order from ``after`` on."""
 
     async def next_queued_on_thread(self, thread_id: str) -> Waiting | None:
         """The oldest QUEUED execution of ``thread_id``: the one to run after the current."""
+
+    async def settled_among(self, execution_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        """Those of ``execution_ids`` that are terminal or INTERRUPTED, in one query."""
+
+    async def overview(self) -> Overview:
+        """Unfinished executions per graph and status, and the runnable backlog: index
+        lookups over unfinished rows only, never a scan of the finished history."""
 
     async def count_by_status(self, only: Iterable[Status] | None = None) -> dict[Status, int]:
         """How many executions have each status (``only`` these: an index lookup each,

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
-from datetime import datetime, timedelta
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,63 +20,28 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from lg_deploy.core.database_errors import first_line, is_database_outage
 from lg_deploy.core.errors import (
+    BackendBusy,
     BackendUnavailable,
+    ExecutionActive,
     IdempotencyConflict,
     InvalidTransition,
     NotFound,
     ThreadBusy,
 )
 from lg_deploy.core.models import Execution, utcnow
-from lg_deploy.core.states import ACTIVE, TERMINAL, Move, Status, sources_of
-from lg_deploy.core.store.base import Outcome, Page, Waiting
+from lg_deploy.core.states import ACTIVE, TERMINAL, Move, Status
+from lg_deploy.core.store.base import Outcome, Overview, Page, Waiting
+from lg_deploy.core.store.statements import (
+    C,
+    T,
+    claim_params,
+    claim_statement,
+    db_later,
+    db_now,
+    move,
+)
 
-T = Execution.__table__  # type: ignore[attr-defined]
-C = T.c
-
-
-# Every status change carries this execution option naming its move, so a test can prove
-# that none bypasses the state machine (tests/test_states.py).
-MOVE_OPTION = "lg_deploy_move"
-
-
-def _move(move: Move, wanted: Status, now: Any) -> sa.Update:
-    """The UPDATE of one move of the state machine: only rows in one of the move's source
-    statuses (``core/states.py``) change, so of two racing writers exactly one wins.
-    Callers narrow it to the rows they mean."""
-    stmt = (
-        T.update()
-        .where(C.status.in_([s.value for s in sources_of(move, wanted)]))
-        .values(status=wanted.value, updated_at=now)
-        .execution_options(**{MOVE_OPTION: move.value})
-    )
-    if wanted in TERMINAL:
-        stmt = stmt.values(finished_at=now, lease_owner=None, lease_expires_at=None)
-    return stmt
-
-
-def _claim_statement() -> sa.Update:
-    """QUEUED -> RUNNING for ``:claim_id``, unless an older execution of the same thread
-    is still queued (a thread's executions run in submission order). Built once: the
-    aliases are costly to make per call."""
-    me, earlier = T.alias("me"), T.alias("earlier")
-    claim_id = sa.bindparam("claim_id", type_=sa.Uuid())
-    older_queued_on_thread = (
-        sa.select(earlier.c.execution_id)
-        .where(earlier.c.thread_id == me.c.thread_id)
-        .where(earlier.c.status == Status.QUEUED.value)
-        .where(earlier.c.execution_id < me.c.execution_id)
-        .where(me.c.execution_id == claim_id)
-    )
-    now = sa.bindparam("now", type_=C.not_before.type)
-    return (
-        _move(Move.CLAIM, Status.RUNNING, now)
-        .where(C.execution_id == claim_id)
-        .where(sa.or_(C.not_before.is_(None), C.not_before <= now))
-        .where(~sa.exists(older_queued_on_thread))
-    )
-
-
-_CLAIM = _claim_statement()
+_WAITING = (C.execution_id, C.attempt, C.not_before)
 
 
 def _row_to_execution(row: sa.Row[Any]) -> Execution:
@@ -105,6 +70,7 @@ class SQLStore:
 
     def __init__(self, engine: AsyncEngine, *, owns_engine: bool = False) -> None:
         self.engine = engine
+        self.dialect = engine.dialect.name
         self._owns_engine = owns_engine
         # SQLite (one process) serializes "insert unless the thread is busy" with this lock;
         # PostgreSQL with a transaction-scoped advisory lock on the thread.
@@ -138,7 +104,11 @@ class SQLStore:
                 yield conn
         except sa.exc.IntegrityError:
             raise
-        except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError) as exc:
+        except sa.exc.TimeoutError as exc:
+            # No pooled connection came free in time: the database answers, this process
+            # is overloaded (too many requests at once).
+            raise BackendBusy("database", first_line(exc)) from exc
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
             raise BackendUnavailable("database", first_line(exc)) from exc
         except sa.exc.DBAPIError as exc:
             if is_database_outage(exc):
@@ -154,18 +124,14 @@ class SQLStore:
     async def create(
         self, execution: Execution, *, reject_if_thread_busy: bool = False
     ) -> tuple[Execution, bool]:
-        if reject_if_thread_busy and execution.idempotency_key is not None:
-            # A retry of a request that was accepted finds its own execution, not a busy
-            # thread (the thread is busy with that very execution).
-            earlier = await self._get_by_key(execution.idempotency_key)
-            if earlier is not None:
-                return self._replay(earlier, execution), False
         try:
             if reject_if_thread_busy:
-                await self._insert_unless_thread_busy(execution)
+                earlier = await self._insert_unless_thread_busy(execution)
+                if earlier is not None:
+                    return self._replay(earlier, execution), False
             else:
                 async with self._begin() as conn:
-                    await conn.execute(T.insert().values(**_values(execution)))
+                    await conn.execute(self._insert(execution))
             return execution, True
         except sa.exc.IntegrityError:
             if execution.idempotency_key is None:
@@ -175,6 +141,10 @@ class SQLStore:
             return await self.create(execution, reject_if_thread_busy=reject_if_thread_busy)
         return self._replay(existing, execution), False
 
+    def _insert(self, execution: Execution) -> sa.Insert:
+        # Runnable from now by the database's clock, as every later queued_at.
+        return T.insert().values({**_values(execution), "queued_at": db_now(self.dialect)})
+
     @staticmethod
     def _replay(existing: Execution, request: Execution) -> Execution:
         """The execution an idempotent retry gets back, or ``IdempotencyConflict``."""
@@ -182,7 +152,10 @@ class SQLStore:
             raise IdempotencyConflict(str(request.idempotency_key))
         return existing
 
-    async def _insert_unless_thread_busy(self, execution: Execution) -> None:
+    async def _insert_unless_thread_busy(self, execution: Execution) -> Execution | None:
+        """Insert, or raise ``ThreadBusy``; under the thread's lock, an execution already
+        made with the same idempotency key comes first and is returned instead: the thread
+        is busy with that very execution, and a retry must get it back."""
         busy = (
             sa.select(C.execution_id)
             .where(C.thread_id == execution.thread_id)
@@ -190,13 +163,20 @@ class SQLStore:
             .limit(1)
         )
         async with self._thread_lock, self._begin() as conn:
-            if conn.dialect.name == "postgresql":
+            if self.dialect == "postgresql":
+                # Held until commit: a concurrent request on the thread waits here, then
+                # sees this transaction's row (each statement reads what is committed).
                 await conn.execute(
                     sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(execution.thread_id)))
                 )
+            if execution.idempotency_key is not None:
+                same_key = T.select().where(C.idempotency_key == execution.idempotency_key)
+                if (row := (await conn.execute(same_key)).first()) is not None:
+                    return _row_to_execution(row)
             if (await conn.execute(busy)).first() is not None:
                 raise ThreadBusy(execution.thread_id)
-            await conn.execute(T.insert().values(**_values(execution)))
+            await conn.execute(self._insert(execution))
+        return None
 
     async def _get_by_key(self, key: str) -> Execution | None:
         async with self._begin() as conn:
@@ -236,17 +216,18 @@ class SQLStore:
 
     async def _apply(
         self,
-        move: Move,
+        which: Move,
         execution_id: uuid.UUID,
         wanted: Status,
         values: Mapping[str, Any],
         *,
         attempt: int | None = None,
     ) -> Execution | None:
-        """Apply ``move`` to one execution in one conditional UPDATE; None when it did not
-        apply (the execution was not in a source status, or ``attempt`` moved on)."""
+        """Apply the move ``which`` to one execution in one conditional UPDATE; None when
+        it did not apply (the execution was not in a source status, or ``attempt`` moved
+        on)."""
         stmt = (
-            _move(move, wanted, utcnow())
+            move(which, wanted, db_now(self.dialect))
             .where(C.execution_id == execution_id)
             .values(**values)
             .returning(*T.c)
@@ -262,33 +243,27 @@ class SQLStore:
         return InvalidTransition(current.status, wanted)
 
     async def claim(self, execution_id: uuid.UUID, owner: str, lease_s: float) -> Execution | None:
-        now = utcnow()
-        stmt = _CLAIM.values(
-            attempt=C.attempt + 1,
-            lease_owner=owner,
-            lease_expires_at=now + timedelta(seconds=lease_s),
-            started_at=sa.func.coalesce(C.started_at, now),
-        ).returning(*T.c)
+        stmt = claim_statement(self.dialect)
         try:
             async with self._begin() as conn:
-                params = {"claim_id": execution_id, "now": now}
+                params = claim_params(self.dialect, execution_id, owner, lease_s)
                 row = (await conn.execute(stmt, params)).first()
         except sa.exc.IntegrityError:
             return None  # another execution of this thread is RUNNING (invariant 5)
         return None if row is None else _row_to_execution(row)
 
-    async def heartbeat(self, execution_id: uuid.UUID, attempt: int, lease_s: float) -> bool:
-        now = utcnow()
+    async def renew_leases(self, leases: Mapping[uuid.UUID, int], lease_s: float) -> set[uuid.UUID]:
+        if not leases:
+            return set()
         stmt = (
             T.update()
-            .where(C.execution_id == execution_id)
+            .where(sa.tuple_(C.execution_id, C.attempt).in_(list(leases.items())))
             .where(C.status == Status.RUNNING.value)
-            .where(C.attempt == attempt)
-            .values(lease_expires_at=now + timedelta(seconds=lease_s), updated_at=now)
+            .values(lease_expires_at=db_later(self.dialect, lease_s))
+            .returning(C.execution_id)
         )
         async with self._begin() as conn:
-            result = await conn.execute(stmt)
-        return result.rowcount == 1
+            return {row[0] for row in await conn.execute(stmt)}
 
     async def _with_attempt_error(
         self, execution_id: uuid.UUID, attempt: int, error: dict[str, Any]
@@ -325,23 +300,23 @@ class SQLStore:
     async def retry(
         self, execution_id: uuid.UUID, attempt: int, error: dict[str, Any], delay_s: float
     ) -> bool:
+        runnable_at = db_later(self.dialect, delay_s)
         values = {
-            "lease_owner": None,
-            "lease_expires_at": None,
             "error": error,
             "attempt_errors": await self._with_attempt_error(execution_id, attempt, error),
-            "not_before": utcnow() + timedelta(seconds=delay_s),
+            "not_before": runnable_at,
+            "queued_at": runnable_at,
         }
         row = await self._apply(Move.RETRY, execution_id, Status.QUEUED, values, attempt=attempt)
         return row is not None
 
-    async def release(self, execution_id: uuid.UUID, attempt: int) -> bool:
+    async def release(self, execution_id: uuid.UUID, attempt: int, delay_s: float = 0) -> bool:
+        values: dict[str, Any] = {"handbacks": C.handbacks + 1}
+        if delay_s > 0:
+            runnable_at = db_later(self.dialect, delay_s)
+            values |= {"not_before": runnable_at, "queued_at": runnable_at}
         row = await self._apply(
-            Move.HAND_BACK,
-            execution_id,
-            Status.QUEUED,
-            {"lease_owner": None, "lease_expires_at": None, "handbacks": C.handbacks + 1},
-            attempt=attempt,
+            Move.HAND_BACK, execution_id, Status.QUEUED, values, attempt=attempt
         )
         return row is not None
 
@@ -350,6 +325,18 @@ class SQLStore:
         if row is None:
             raise await self._explain_refusal(execution_id, Status.CANCELLED)
         return row
+
+    async def delete(self, execution_id: uuid.UUID) -> None:
+        stmt = (
+            T.delete()
+            .where(C.execution_id == execution_id)
+            .where(C.status.in_([s.value for s in TERMINAL]))
+        )
+        async with self._begin() as conn:
+            deleted = (await conn.execute(stmt)).rowcount
+        if not deleted:
+            current = await self.get(execution_id)  # raises NotFound
+            raise ExecutionActive(str(execution_id), current.status)
 
     async def resume(self, execution_id: uuid.UUID, value: Any) -> Execution:
         row = await self._apply(
@@ -360,16 +347,17 @@ class SQLStore:
         return row
 
     async def requeue_expired(
-        self, now: datetime, *, max_recoveries: int | None = None
+        self, now: datetime | None = None, *, max_recoveries: int | None = None
     ) -> list[Waiting]:
-        expired = C.lease_expires_at < now
+        at = db_now(self.dialect) if now is None else now
+        expired = C.lease_expires_at < at
         async with self._begin() as conn:
             if max_recoveries is not None:
                 # Attempts that ended neither in a recorded failure nor in a hand-back
                 # were lost with their worker, this one included.
                 length = (
                     sa.func.jsonb_array_length
-                    if conn.dialect.name == "postgresql"
+                    if self.dialect == "postgresql"
                     else sa.func.json_array_length
                 )
                 lost = C.attempt - C.handbacks - length(C.attempt_errors)
@@ -379,26 +367,27 @@ class SQLStore:
                     "may be killing its process (memory, a crash in native code)",
                 }
                 await conn.execute(
-                    _move(Move.ABANDON, Status.FAILED, utcnow())
+                    move(Move.ABANDON, Status.FAILED, at)
                     .where(expired)
                     .where(lost > max_recoveries)
                     .values(error=error)
                 )
-            stmt = (
-                _move(Move.RECOVER, Status.QUEUED, utcnow())
-                .where(expired)
-                .values(lease_owner=None, lease_expires_at=None)
-                .returning(C.execution_id, C.attempt, C.not_before)
-            )
+            stmt = move(Move.RECOVER, Status.QUEUED, at).where(expired).returning(*_WAITING)
             return [Waiting(*row) for row in await conn.execute(stmt)]
 
     async def queued_before(
-        self, before: datetime, *, after: uuid.UUID | None = None, limit: int = 1000
+        self,
+        stale_after_s: float,
+        *,
+        now: datetime | None = None,
+        after: uuid.UUID | None = None,
+        limit: int = 1000,
     ) -> list[Waiting]:
+        stale = db_later(self.dialect, -stale_after_s, now)
         query = (
-            sa.select(C.execution_id, C.attempt, C.not_before)
+            sa.select(*_WAITING)
             .where(C.status == Status.QUEUED.value)
-            .where(C.updated_at < before)
+            .where(C.queued_at < stale)
             .order_by(C.execution_id)
             .limit(limit)
         )
@@ -409,7 +398,7 @@ class SQLStore:
 
     async def next_queued_on_thread(self, thread_id: str) -> Waiting | None:
         query = (
-            sa.select(C.execution_id, C.attempt, C.not_before)
+            sa.select(*_WAITING)
             .where(C.thread_id == thread_id)
             .where(C.status == Status.QUEUED.value)
             .order_by(C.execution_id)
@@ -418,6 +407,46 @@ class SQLStore:
         async with self._begin() as conn:
             row = (await conn.execute(query)).first()
         return None if row is None else Waiting(*row)
+
+    async def settled_among(self, execution_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        settled = [s.value for s in (*TERMINAL, Status.INTERRUPTED)]
+        query = (
+            sa.select(C.execution_id)
+            .where(C.execution_id.in_(execution_ids))
+            .where(C.status.in_(settled))
+        )
+        async with self._begin() as conn:
+            return {row[0] for row in await conn.execute(query)}
+
+    async def overview(self) -> Overview:
+        unfinished = [Status.QUEUED, Status.RUNNING, Status.INTERRUPTED]
+        by_status = (
+            sa.select(C.graph_id, C.status, sa.func.count())
+            .where(C.status.in_([s.value for s in unfinished]))
+            .group_by(C.graph_id, C.status)
+        )
+        now = db_now(self.dialect)
+        runnable = (
+            sa.select(C.graph_id, sa.func.count(), sa.func.min(C.queued_at))
+            .where(C.status == Status.QUEUED.value)
+            .where(C.queued_at <= now)
+            .group_by(C.graph_id)
+        )
+        async with self._begin() as conn:
+            counts = (await conn.execute(by_status)).all()
+            backlog = (await conn.execute(runnable)).all()
+            at = (
+                (await conn.execute(sa.select(now))).scalar_one()
+                if self.dialect == "postgresql"
+                else now
+            )
+        return Overview(
+            unfinished={(graph, Status(status)): n for graph, status, n in counts},
+            runnable={graph: n for graph, n, _ in backlog},
+            oldest_runnable_age_s={
+                graph: max((at - oldest).total_seconds(), 0.0) for graph, _, oldest in backlog
+            },
+        )
 
     async def count_by_status(self, only: Iterable[Status] | None = None) -> dict[Status, int]:
         statuses = list(Status if only is None else only)

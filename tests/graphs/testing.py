@@ -27,14 +27,25 @@ fail = _fail.compile()
 
 class SleepState(TypedDict, total=False):
     sleep_s: float
+    marker_file: str
     slept: float
 
 
 def block(state: SleepState) -> SleepState:
-    """A sync node that holds its thread: cancellation cannot interrupt it."""
+    """A sync node that holds its thread: cancellation cannot interrupt it. It writes
+    "started" and "returned" lines to ``marker_file``."""
+    marker = state.get("marker_file")
+    _mark(marker, "started")
     seconds = state.get("sleep_s", 1.0)
     time.sleep(seconds)
+    _mark(marker, "returned")
     return {"slept": seconds}
+
+
+def _mark(path: str | None, line: str) -> None:
+    if path:
+        with open(path, "a") as marker:
+            marker.write(line + "\n")
 
 
 _sync_slow = StateGraph(SleepState)

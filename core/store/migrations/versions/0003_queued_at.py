@@ -1,0 +1,35 @@
+"""When an execution became runnable: queue wait and the age of the oldest runnable one.
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-11-27
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0003"
+down_revision: str | None = "0002"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("executions") as batch:
+        batch.add_column(sa.Column("queued_at", sa.DateTime(timezone=True), nullable=True))
+    # Existing rows: a QUEUED row has not moved since it was queued; a retry waits until
+    # its not_before. Other statuses keep the value for the record only.
+    op.execute("UPDATE executions SET queued_at = COALESCE(not_before, updated_at)")
+    with op.batch_alter_table("executions") as batch:
+        batch.alter_column("queued_at", nullable=False)
+    op.drop_index("ix_executions_status_updated_at", table_name="executions")
+    op.create_index("ix_executions_status_queued_at", "executions", ["status", "queued_at"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_executions_status_queued_at", table_name="executions")
+    op.create_index("ix_executions_status_updated_at", "executions", ["status", "updated_at"])
+    with op.batch_alter_table("executions") as batch:
+        batch.drop_column("queued_at")

@@ -1,0 +1,108 @@
+"""The SQL the store runs, built in one place: the moves of the state machine, the claim,
+and the clock every lease is measured on.
+
+Lease expiries, backoffs and the reconciler's "stale" are computed from the database's
+clock on PostgreSQL (``clock_timestamp()``), so that a worker whose own clock is off can
+neither take over leases early nor keep them late. SQLite serves one process on one
+host: there, the process's clock is the database's.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from functools import cache
+from typing import Any
+
+import sqlalchemy as sa
+
+from lg_deploy.core.models import Execution, UTCDateTime, utcnow
+from lg_deploy.core.states import TERMINAL, Move, Status, sources_of
+
+T = Execution.__table__  # type: ignore[attr-defined]
+C = T.c
+
+# Every status change carries this execution option naming its move, so a test can prove
+# that none bypasses the state machine (tests/test_states.py).
+MOVE_OPTION = "lg_deploy_move"
+
+
+def db_now(dialect: str) -> Any:
+    """Now, by the database's clock (see the module docstring)."""
+    if dialect == "postgresql":
+        return sa.func.clock_timestamp(type_=UTCDateTime())
+    return utcnow()
+
+
+def db_later(dialect: str, seconds: float, now: Any = None) -> Any:
+    """``seconds`` after ``now`` (default: now by the database's clock); negative for
+    before."""
+    now = db_now(dialect) if now is None else now
+    if isinstance(now, sa.ColumnElement):
+        return now + sa.literal(timedelta(seconds=seconds), sa.Interval())
+    return now + timedelta(seconds=seconds)
+
+
+def move(which: Move, wanted: Status, now: Any) -> sa.Update:
+    """The UPDATE of one move of the state machine: only rows in one of the move's source
+    statuses (``core/states.py``) change, so of two racing writers exactly one wins.
+    Callers narrow it to the rows they mean."""
+    stmt = (
+        T.update()
+        .where(C.status.in_([s.value for s in sources_of(which, wanted)]))
+        .values(status=wanted.value, updated_at=now)
+        .execution_options(**{MOVE_OPTION: which.value})
+    )
+    if wanted in TERMINAL:
+        stmt = stmt.values(finished_at=now, lease_owner=None, lease_expires_at=None)
+    if wanted is Status.QUEUED:
+        stmt = stmt.values(lease_owner=None, lease_expires_at=None, queued_at=now)
+    return stmt
+
+
+@cache
+def claim_statement(dialect: str) -> sa.Update:
+    """QUEUED -> RUNNING for ``:claim_id`` (and ``:owner``, ``:lease_s``), unless an older
+    execution of the same thread is still queued: a thread's executions run in submission
+    order. Built once per dialect: the aliases are costly to make per call."""
+    me, earlier = T.alias("me"), T.alias("earlier")
+    claim_id = sa.bindparam("claim_id", type_=sa.Uuid())
+    older_queued_on_thread = (
+        sa.select(earlier.c.execution_id)
+        .where(earlier.c.thread_id == me.c.thread_id)
+        .where(earlier.c.status == Status.QUEUED.value)
+        .where(earlier.c.execution_id < me.c.execution_id)
+        .where(me.c.execution_id == claim_id)
+    )
+    if dialect == "postgresql":
+        now: Any = db_now(dialect)
+        expires: Any = now + sa.func.make_interval(
+            0, 0, 0, 0, 0, 0, sa.bindparam("lease_s", type_=sa.Float())
+        )
+    else:
+        now = sa.bindparam("now", type_=UTCDateTime())
+        expires = sa.bindparam("expires", type_=UTCDateTime())
+    return (
+        move(Move.CLAIM, Status.RUNNING, now)
+        .where(C.execution_id == claim_id)
+        .where(sa.or_(C.not_before.is_(None), C.not_before <= now))
+        .where(~sa.exists(older_queued_on_thread))
+        .values(
+            attempt=C.attempt + 1,
+            lease_owner=sa.bindparam("owner", type_=sa.String()),
+            lease_expires_at=expires,
+            started_at=sa.func.coalesce(C.started_at, now),
+        )
+        .returning(*T.c)
+    )
+
+
+def claim_params(dialect: str, execution_id: Any, owner: str, lease_s: float) -> dict[str, Any]:
+    if dialect == "postgresql":
+        return {"claim_id": execution_id, "owner": owner, "lease_s": lease_s}
+    now = utcnow()
+    return {
+        "claim_id": execution_id,
+        "owner": owner,
+        "now": now,
+        "expires": now + timedelta(seconds=lease_s),
+    }
