@@ -4,14 +4,15 @@ generates, and its queries follow the rules docs/observability.md states."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from observability import DASHBOARD_PATH, DEPLOYMENT_GAUGES
+from observability import DASHBOARD_PATH, DEPLOYMENT_GAUGES, ROOT
 from observability.dashboard import render
-from observability.promql import selectors
+from observability.promql import family_name, selectors
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +86,31 @@ def test_deployment_gauges_are_read_with_max_and_the_panel_says_so(
                     assert selector.aggregation == "max", (panel["title"], target["expr"])
                     assert "max across pods" in panel["description"], panel["title"]
     assert checked >= len(DEPLOYMENT_GAUGES)
+
+
+def test_per_graph_metrics_follow_the_graph_variable(dashboard: dict[str, Any]) -> None:
+    """Every selector of a metric the docs list with a graph_id label filters on
+    $graph_id."""
+    docs = (ROOT / "docs" / "observability.md").read_text()
+    per_graph = set(
+        re.findall(r"^\| `(lg_deploy_\w+)` \| \w+ \| [^|]*graph_id[^|]* \|", docs, re.MULTILINE)
+    )
+    assert "lg_deploy_queue_wait_seconds" in per_graph
+    for panel in panels(dashboard):
+        for target in panel["targets"]:
+            for selector in selectors(target["expr"]):
+                if family_name(selector.metric) not in per_graph:
+                    continue
+                for match in re.finditer(rf"\b{selector.metric}\b(\{{[^}}]*\}})?", target["expr"]):
+                    assert 'graph_id=~"$graph_id"' in (match.group(1) or ""), (
+                        panel["title"],
+                        match.group(),
+                    )
+
+
+def test_every_panel_is_described_in_the_docs(dashboard: dict[str, Any]) -> None:
+    """docs/observability.md's panel table names every panel of the dashboard."""
+    docs = (ROOT / "docs" / "observability.md").read_text()
+    documented = set(re.findall(r"^\| [^|]+ \| ([^|]+) \| [^|]+ \|$", docs, re.MULTILINE))
+    titles = {panel["title"] for panel in panels(dashboard)}
+    assert titles - documented == set()

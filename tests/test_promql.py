@@ -3,11 +3,15 @@ dashboard and the rules read."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from observability import ROOT
 from observability.promql import (
     PromQLError,
+    committed_metric_families,
     dashboard_expressions,
     exposed_metric_families,
     family_name,
@@ -176,3 +180,18 @@ def test_exposed_families_match_what_prometheus_client_serves() -> None:
     assert "demo_unused" not in exposed
     used = {family_name(n) for n in metric_names("rate(demo_wait_seconds_sum[1m]) + demo_depth")}
     assert used <= exposed
+
+
+def test_every_metric_the_dashboard_and_rules_use_is_documented() -> None:
+    """Each metric family read by the committed dashboard and rules has a row in the
+    metric tables of docs/observability.md (and only lg-deploy's own metrics are read)."""
+    documented = set(
+        re.findall(
+            r"^\| `(lg_deploy_\w+)` \|",
+            (ROOT / "docs" / "observability.md").read_text(),
+            re.MULTILINE,
+        )
+    )
+    used = committed_metric_families()
+    assert used, "the dashboard and the rules read no metric at all"
+    assert used - documented == set()
