@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install dev test lint pytest bench clean
+.PHONY: install dev test lint pytest bench lock clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,13 @@ pytest: $(STAMP)
 ## Submit latency and end-to-end throughput of `lg-deploy dev` (figures, not a test).
 bench: $(STAMP)
 	$(BIN)/python bench/bench_dev.py
+
+## Pin every package the images install (the wheel's dependencies and its build backend) in
+## constraints.txt, resolved for Linux and Python 3.11 like the images, wheels only.
+lock: $(STAMP)
+	printf 'setuptools>=69\n' | $(BIN)/uv pip compile pyproject.toml - --quiet \
+		--python-version 3.11 --python-platform linux --only-binary :all: \
+		--custom-compile-command 'make lock' --output-file constraints.txt
 
 clean:
 	rm -rf $(VENV) .typing .mypy_cache .ruff_cache .pytest_cache
