@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install dev test lint pytest bench clean typing-map
+.PHONY: install dev test lint pytest bench lock clean typing-map
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,7 @@ typing-map:
 lint: $(STAMP) typing-map
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy -p lg_deploy -p tests
+	$(BIN)/mypy -p lg_deploy -p tests -p observability
 
 pytest: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -40,6 +40,13 @@ pytest: $(STAMP)
 ## Submit latency and end-to-end throughput of `lg-deploy dev` (figures, not a test).
 bench: $(STAMP)
 	$(BIN)/python bench/bench_dev.py
+
+## Pin every package the images install (the wheel's dependencies and its build backend) in
+## constraints.txt, resolved for Linux and Python 3.11 like the images, wheels only.
+lock: $(STAMP)
+	printf 'setuptools>=69\n' | $(BIN)/uv pip compile pyproject.toml - --quiet \
+		--python-version 3.11 --python-platform linux --only-binary :all: \
+		--custom-compile-command 'make lock' --output-file constraints.txt
 
 clean:
 	rm -rf $(VENV) .typing .mypy_cache .ruff_cache .pytest_cache
