@@ -4,6 +4,7 @@ context .dockerignore leaves, the lock file, and the two ways users bring their 
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import re
@@ -132,6 +133,16 @@ def dockerignored(path: str, patterns: list[str]) -> bool:
     return excluded
 
 
+def top_level_packages() -> tuple[str, ...]:
+    """The folders setup.py installs as lg_deploy's subpackages (its TOP_LEVEL)."""
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "TOP_LEVEL":
+            value: tuple[str, ...] = ast.literal_eval(node.value)
+            return value
+    raise AssertionError("setup.py names no TOP_LEVEL packages")
+
+
 def test_build_context_holds_the_source_tree_and_no_local_state() -> None:
     """.dockerignore keeps what `pip wheel .` and the COPY lines need (every package folder
     pyproject.toml maps, whatever it is called) and leaves out git, virtualenvs, caches,
@@ -144,9 +155,8 @@ def test_build_context_holds_the_source_tree_and_no_local_state() -> None:
     tracked = subprocess.run(
         ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60
     ).stdout.split()
-    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    package_dirs = set(pyproject["tool"]["setuptools"]["package-dir"].values())
-    needed = {"pyproject.toml", "README.md", "constraints.txt"}
+    package_dirs = set(top_level_packages())
+    needed = {"pyproject.toml", "setup.py", "README.md", "constraints.txt"}
     for _, args in instructions(IMAGES["api"]):
         if args.startswith(("examples/",)):
             needed.update(arg.rstrip("/") for arg in args.split()[:-1])
