@@ -240,7 +240,7 @@ class GraphOut(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok", "unavailable"]
+    status: Literal["ok", "degraded", "unavailable"]
     checks: dict[str, str] = Field(default_factory=dict)
 
 

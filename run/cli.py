@@ -73,15 +73,18 @@ def _describe_backends(settings: Settings) -> None:
 async def _preflight(settings: Settings) -> None:
     """Refuse to start on a wrong URL, an unreachable backend (after the start-up retry)
     or a database that was not migrated."""
-    from lg_deploy.core.store.migrate import schema_is_current
+    from lg_deploy.core.store.migrate import schema_state
     from lg_deploy.run.wiring import open_backends
 
     async with open_backends(settings):
         pass
-    if not await schema_is_current(settings.resolved_database_url()):
+    state = await schema_state(settings.resolved_database_url())
+    if state == "behind":
         raise ConfigurationError(
             "the database schema is not up to date: run `lg-deploy migrate` first"
         )
+    if state == "ahead":
+        log.warning("the database schema is newer than this release (a rolling upgrade?)")
 
 
 def cmd_api(settings: Settings) -> int:
