@@ -10,13 +10,12 @@ from importlib.metadata import version
 from fastapi import FastAPI
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from lg_deploy.api import errors
+from lg_deploy.api import errors, metrics
 from lg_deploy.api.auth import ApiKeys
 from lg_deploy.api.deps import BackendsFactory
 from lg_deploy.api.health import router as health_router
 from lg_deploy.api.limits import BodyLimit
 from lg_deploy.api.metrics import RequestMetrics
-from lg_deploy.api.metrics import router as metrics_router
 from lg_deploy.api.routes import router
 from lg_deploy.api.waiting import Waiters
 from lg_deploy.core.graphs import GraphRegistry
@@ -58,10 +57,11 @@ def create_app(
     app.state.settings = settings
     app.state.registry = registry
     app.state.metrics_registry = metrics_registry
+    metrics.prepare(registry.graphs)
     errors.install(app)
     app.include_router(router)
     app.include_router(health_router)
-    app.include_router(metrics_router)
+    app.include_router(metrics.router)
     app.add_middleware(
         BodyLimit, max_bytes=settings.max_body_bytes, read_timeout_s=settings.body_timeout_s
     )

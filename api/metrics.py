@@ -14,6 +14,7 @@ Two kinds of metric live here:
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
@@ -47,6 +48,13 @@ REQUEST_SECONDS = Histogram(
     ["method", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
+
+
+def prepare(graph_ids: Iterable[str]) -> None:
+    """Every graph's counters exist from the start, at zero (see worker/metrics.py)."""
+    for graph_id in graph_ids:
+        SUBMITTED.labels(graph_id)
+        CANCELLED.labels(graph_id)
 
 
 class RequestMetrics:

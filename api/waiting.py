@@ -17,9 +17,13 @@ from collections import defaultdict
 
 from lg_deploy.core.errors import BackendUnavailable
 from lg_deploy.core.queue import Queue
+from lg_deploy.core.states import TERMINAL, Status
 from lg_deploy.core.store import Store
 
 log = logging.getLogger("lg_deploy.api")
+
+# Where a long poll ends: a result, or a pause for a person.
+SETTLED = TERMINAL | {Status.INTERRUPTED}
 
 
 class Waiters:
@@ -68,7 +72,7 @@ class Waiters:
             if not self._waiting:
                 continue
             try:
-                settled = await self.store.settled_among(list(self._waiting))
+                settled = await self.store.with_status(list(self._waiting), SETTLED)
             except BackendUnavailable as exc:
                 log.warning("long polls: cannot read the executions: %s", exc)
                 continue

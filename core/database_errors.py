@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from lg_deploy.core.errors import BackendUnavailable
+from lg_deploy.core.errors import BackendRefused, BackendUnavailable
 
 
 def is_database_outage(exc: BaseException) -> bool:
@@ -30,14 +30,41 @@ def is_database_outage(exc: BaseException) -> bool:
         | sa.exc.TimeoutError,
     ):
         return True
-    if isinstance(exc, sa.exc.DBAPIError):
-        if exc.connection_invalidated:
-            return True
-        for cause in (exc.orig, exc.orig.__cause__ if exc.orig else None):
-            code = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
-            if isinstance(code, str) and code.startswith(("08", "57P")):
-                return True
-    return False
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    code = sqlstate(exc)
+    return code is not None and code.startswith(("08", "57P"))
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a driver error, wrapped by SQLAlchemy or not."""
+    for cause in (
+        exc,
+        getattr(exc, "orig", None),
+        getattr(getattr(exc, "orig", None), "__cause__", None),
+    ):
+        code = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+        if isinstance(code, str):
+            return code
+    return None
+
+
+def is_refusal(exc: BaseException) -> bool:
+    """The server answered and refused who we are or what we asked for: a wrong role or
+    password (SQLSTATE class 28) or a database that does not exist (3D000). Retrying does
+    not help; the configuration has to change."""
+    code = sqlstate(exc)
+    return code is not None and (code.startswith("28") or code == "3D000")
+
+
+def translated(exc: BaseException, name: str = "database") -> BackendUnavailable | None:
+    """``BackendRefused`` or ``BackendUnavailable`` for a connection-level failure, or
+    None when ``exc`` is the statement's own failure."""
+    if is_refusal(exc):
+        return BackendRefused(name, first_line(exc))
+    if is_database_outage(exc) or isinstance(exc, OSError | ConnectionError):
+        return BackendUnavailable(name, first_line(exc))
+    return None
 
 
 def first_line(exc: BaseException) -> str:

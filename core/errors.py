@@ -11,6 +11,8 @@ callers can act on it and the API can turn it into a precise HTTP answer:
   (HTTP 409).
 - ``QueueFull(depth, limit)``: backpressure, the queue is past its limit (HTTP 429).
 - ``BackendUnavailable(name, reason)``: the store or the queue cannot be reached (HTTP 503).
+- ``BackendRefused(name, reason)``: it answered and refused us (a wrong role, password or
+  database name): a configuration to fix, not worth retrying (HTTP 503).
 - ``BackendBusy(name, reason)``: it answers, but this process has no free connection to it
   in time (HTTP 503 ``backend_busy``): overload, not an outage.
 - ``UnknownBackend(url, schemes)``: a backend URL with a scheme nobody serves.
@@ -24,6 +26,8 @@ backend boundary; only ``lg_deploy.api`` turns them into HTTP.
 from __future__ import annotations
 
 from collections.abc import Iterable
+
+from lg_deploy.core.urls import mask_url
 
 
 class LgDeployError(Exception):
@@ -80,6 +84,12 @@ class BackendUnavailable(LgDeployError):
         super().__init__(f"{name} is unavailable" + (f": {reason}" if reason else ""))
 
 
+class BackendRefused(BackendUnavailable):
+    def __init__(self, name: str, reason: str = "") -> None:
+        super().__init__(name, reason)
+        self.args = (f"{name} refused the connection" + (f": {reason}" if reason else ""),)
+
+
 class BackendBusy(BackendUnavailable):
     def __init__(self, name: str, reason: str = "") -> None:
         super().__init__(name, reason)
@@ -88,9 +98,9 @@ class BackendBusy(BackendUnavailable):
 
 class UnknownBackend(LgDeployError):
     def __init__(self, url: str, schemes: Iterable[str]) -> None:
-        self.url = url
+        self.url = mask_url(url)  # URLs carry passwords: this one may end up in a log
         self.schemes = tuple(schemes)
-        super().__init__(f"no backend serves {url!r}; use one of: {', '.join(self.schemes)}")
+        super().__init__(f"no backend serves {self.url!r}; use one of: {', '.join(self.schemes)}")
 
 
 class GraphConfigError(LgDeployError):

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 from lg_deploy.api.deps import Backends, BackendsFactory
 from lg_deploy.core.checkpoint import open_checkpointer
-from lg_deploy.core.errors import BackendUnavailable
+from lg_deploy.core.errors import BackendRefused, BackendUnavailable
 from lg_deploy.core.graphs import GraphRegistry
 from lg_deploy.core.queue import Queue, open_queue
 from lg_deploy.core.settings import Settings
@@ -35,6 +35,8 @@ async def wait_for_backends(store: Store, queue: Queue, timeout_s: float) -> Non
             try:
                 await backend.ping()
                 break
+            except BackendRefused:
+                raise  # a wrong role, password or database: waiting will not fix it
             except BackendUnavailable as exc:
                 if loop.time() + delay > deadline:
                     raise

@@ -17,12 +17,18 @@ import pytest
 
 from lg_deploy.api.app import create_app
 from lg_deploy.api.deps import BackendsFactory
+from lg_deploy.core.checkpoint import open_checkpointer
 from lg_deploy.core.graphs import GraphRegistry, load_registry
+from lg_deploy.core.ids import new_execution_id
+from lg_deploy.core.models import Execution
+from lg_deploy.core.queue.memory import MemoryQueue
 from lg_deploy.core.settings import Settings
 from lg_deploy.core.store import Store, open_store
 from lg_deploy.core.store.migrate import migrate
 from lg_deploy.run.wiring import backends_with_worker, open_backends
-from tests.harness import Metrics
+from lg_deploy.worker.leases import LeaseKeeper
+from lg_deploy.worker.runner import Runner
+from tests.harness import Fleet, Metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_GRAPHS = Path(__file__).resolve().parent / "graphs" / "langgraph.json"
@@ -172,6 +178,51 @@ def registry() -> GraphRegistry:
     return load_registry(TEST_GRAPHS)
 
 
+@pytest.fixture
+async def checkpointer(database_url: str) -> AsyncIterator[Any]:
+    async with open_checkpointer(database_url) as saver:
+        yield saver
+
+
+@pytest.fixture
+async def keeper(database_url: str) -> AsyncIterator[LeaseKeeper]:
+    """A real lease keeper, in its thread with a connection of its own."""
+    leases = LeaseKeeper(
+        lambda: open_store(database_url, pool_size=1), lease_s=5.0, on_lost=lambda _: None
+    )
+    leases.start()
+    yield leases
+    leases.stop()
+
+
+def lease_store(database_url: str) -> Callable[[], Store]:
+    return lambda: open_store(database_url, pool_size=1)
+
+
+def runner_for(
+    store: Store, registry: GraphRegistry, checkpointer: Any, keeper: LeaseKeeper, **kw: Any
+) -> Runner:
+    """A runner whose leases ``keeper`` renews (every third of ``lease_s``)."""
+    options: dict[str, Any] = {"owner": "test-worker", "lease_s": 5.0}
+    options.update(kw)
+    runner = Runner(store, MemoryQueue(), registry, checkpointer, keeper, **options)
+    keeper.lease_s = runner.lease_s
+    keeper.on_lost = runner.lease_lost
+    return runner
+
+
+async def add(store: Store, graph_id: str, input: Any, thread_id: str | None = None) -> Execution:
+    execution_id = new_execution_id()
+    execution = Execution(
+        execution_id=execution_id,
+        graph_id=graph_id,
+        thread_id=thread_id or str(execution_id),
+        input=input,
+    )
+    await store.create(execution)
+    return execution
+
+
 def make_settings(database_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": database_url,
@@ -273,3 +324,26 @@ async def metrics(client: httpx.AsyncClient) -> Metrics:
     response = await client.get("/metrics")
     assert response.status_code == 200, response.text
     return Metrics(response.text)
+
+
+@pytest.fixture
+def fleet_env(pg_admin: PgAdmin, pg_template: str, redis_url: str) -> Iterator[dict[str, str]]:
+    """A fresh database and a queue of its own on the shared Redis."""
+    name = unique_queue_name()
+    with fresh_database(pg_admin, pg_template) as url:
+        yield {
+            "LG_DEPLOY_DATABASE_URL": url,
+            "LG_DEPLOY_QUEUE_URL": redis_url,
+            "LG_DEPLOY_QUEUE_NAME": name,
+            "LG_DEPLOY_CONFIG": str(TEST_GRAPHS),
+        }
+    drop_queue(redis_url, name)
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, fleet_env: dict[str, str]) -> Iterator[Fleet]:
+    f = Fleet(tmp_path, **fleet_env)
+    try:
+        yield f
+    finally:
+        f.stop_all()

@@ -251,6 +251,37 @@ def test_postgres_restart_during_a_load_loses_nothing(
         fleet.stop_all()
 
 
+def test_a_database_outage_repeats_no_finished_step(
+    tmp_path: Path, database: str, redis_url: str
+) -> None:
+    """Six 40-step executions whose steps each append a line to a file; PostgreSQL stops
+    for ten seconds mid-run. All complete, and in each at most the one step in flight when
+    the outage hit ran twice: a failed checkpoint write stops the attempt at once."""
+    fleet = make_fleet(tmp_path, database, redis_url)
+    markers = [tmp_path / f"steps-{i}.txt" for i in range(6)]
+    try:
+        api = fleet.api()
+        fleet.worker()
+        fleet.worker()
+        ids = submit_each(
+            api, [{"steps": 40, "sleep_s": 0.2, "marker_file": str(m)} for m in markers]
+        )
+        poll(lambda: all(len(lines(m)) >= 5 for m in markers), what="five steps each")
+        postgres("stop")
+        try:
+            time.sleep(10)  # how long the outage lasts: the scenario, not a synchronisation
+        finally:
+            postgres("start")
+        assert final_statuses(api, ids) == Counter({"COMPLETED": 6})
+        for marker in markers:
+            runs = Counter(lines(marker))
+            assert set(runs) == {str(i) for i in range(1, 41)}, marker
+            repeated = [step for step, n in runs.items() if n > 1]
+            assert len(repeated) <= 1 and max(runs.values()) <= 2, (marker, runs)
+    finally:
+        fleet.stop_all()
+
+
 @pytest.mark.timeout(300)
 def test_soak_with_random_worker_kills(tmp_path: Path, database: str, redis_url: str) -> None:
     """Two thousand executions while workers are SIGKILLed at random and replaced: every

@@ -92,3 +92,48 @@ def test_api_refuses_an_unmigrated_database(
         pg_admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     assert result.returncode == 2
     assert "run `lg-deploy migrate` first" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["migrate", "api", "worker"])
+def test_a_wrong_driver_never_prints_the_password(tmp_path: Path, command: str) -> None:
+    """postgresql:// instead of postgresql+asyncpg:// is refused with the schemes that work,
+    and the password appears nowhere in what the command prints."""
+    result = run(
+        [command],
+        tmp_path,
+        LG_DEPLOY_DATABASE_URL="postgresql://app:s3cret@127.0.0.1:5432/postgres",
+        LG_DEPLOY_QUEUE_URL="redis://127.0.0.1:6379/0",
+    )
+    assert result.returncode == 2
+    assert "s3cret" not in result.stdout + result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert "postgresql://app:***@127.0.0.1:5432/postgres" in last
+    assert "postgresql+asyncpg://" in last
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("nobody@127.0.0.1:5432/postgres", 'role "nobody"'),
+        ("postgres@127.0.0.1:5432/nosuchdb", 'database "nosuchdb"'),
+    ],
+)
+@pytest.mark.parametrize("command", ["migrate", "worker"])
+def test_a_missing_role_or_database_is_one_clear_line(
+    tmp_path: Path, redis_url: str, command: str, path: str, reason: str
+) -> None:
+    """A role or database that does not exist stops the command at once (no retry until
+    the start-up timeout) with one line naming it, not a traceback."""
+    result = run(
+        [command],
+        tmp_path,
+        LG_DEPLOY_DATABASE_URL=f"postgresql+asyncpg://{path}",
+        LG_DEPLOY_QUEUE_URL=redis_url,
+        LG_DEPLOY_STARTUP_TIMEOUT_S="60",
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"lg-deploy {command}: database refused the connection")
+    assert reason in last

@@ -5,39 +5,14 @@ from __future__ import annotations
 
 import signal
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import TEST_GRAPHS, PgAdmin, drop_queue, fresh_database, unique_queue_name
 from tests.harness import Fleet, lines, poll, post, record, scrape, submit, wait
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
-
-
-@pytest.fixture
-def fleet_env(pg_admin: PgAdmin, pg_template: str, redis_url: str) -> Iterator[dict[str, str]]:
-    """A fresh database and a queue of its own on the shared Redis."""
-    name = unique_queue_name()
-    with fresh_database(pg_admin, pg_template) as url:
-        yield {
-            "LG_DEPLOY_DATABASE_URL": url,
-            "LG_DEPLOY_QUEUE_URL": redis_url,
-            "LG_DEPLOY_QUEUE_NAME": name,
-            "LG_DEPLOY_CONFIG": str(TEST_GRAPHS),
-        }
-    drop_queue(redis_url, name)
-
-
-@pytest.fixture
-def fleet(tmp_path: Path, fleet_env: dict[str, str]) -> Iterator[Fleet]:
-    f = Fleet(tmp_path, **fleet_env)
-    try:
-        yield f
-    finally:
-        f.stop_all()
 
 
 def owner_pid(pg_url: str, execution_id: str) -> int | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -117,6 +118,16 @@ async def test_notices_reach_every_subscriber_from_the_moment_it_subscribed(
     assert got == [execution_id, execution_id]
 
 
+async def test_revive_says_whether_a_job_is_left(queue: Queue) -> None:
+    """revive keeps a waiting job in line and says so; for an id with no job (lost, or
+    already run) it says False and enqueues nothing, leaving the decision to the caller."""
+    waiting, gone = uuid.uuid4(), uuid.uuid4()
+    await queue.enqueue(waiting)
+    assert await queue.revive(waiting, attempt=0)
+    assert not await queue.revive(gone, attempt=0)
+    assert await queue.depth() == 1
+
+
 async def test_serve_returns_after_stop_once_handlers_finish(queue: Queue) -> None:
     """After stop, serve takes nothing new and returns when the handler in flight ends."""
     recorder = Recorder(hold_s=0.3)
@@ -160,7 +171,7 @@ async def test_redis_revive_frees_a_job_a_dead_worker_left_in_progress(redis_url
         async with serving(queue, recorder, concurrency=1):
             await asyncio.sleep(0.3)
             assert recorder.seen == []  # stuck behind the stale mark
-            await queue.enqueue(execution_id, attempt=1, revive=True)
+            assert await queue.revive(execution_id, attempt=1)
             await eventually(lambda: recorder.seen == [execution_id])
     finally:
         await client.aclose()
@@ -182,7 +193,7 @@ async def test_redis_revive_leaves_a_job_a_live_worker_holds(redis_url: str) -> 
         # A worker took the job just now: ARQ's in-progress mark, with its full lifetime.
         await client.zrem(name, job)
         await client.set(f"arq:in-progress:{job}", b"1", px=queue.in_progress_ms)
-        await queue.enqueue(execution_id, attempt=1, revive=True)
+        assert await queue.revive(execution_id, attempt=1)  # held, so not lost
         assert await client.exists(f"arq:in-progress:{job}") == 1
         assert await client.zscore(name, job) is None  # not back in line
     finally:
@@ -190,6 +201,56 @@ async def test_redis_revive_leaves_a_job_a_live_worker_holds(redis_url: str) -> 
         await client.aclose()
         await queue.close()
         drop_queue(redis_url, name)
+
+
+class Exploit:
+    """A pickle that runs code when loaded: what anyone who can write to Redis could plant."""
+
+    def __init__(self, proof: str) -> None:
+        self.proof = proof
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        import pathlib
+
+        return (pathlib.Path.touch, (self.proof,))
+
+
+async def test_redis_jobs_are_json_and_a_pickle_is_never_loaded(
+    redis_url: str, tmp_path: Any
+) -> None:
+    """A job on Redis is JSON holding the execution id alone; a pickled job planted in the
+    queue is dropped without being unpickled (no code runs) and reaches no handler."""
+    import pickle
+
+    import redis.asyncio as aioredis
+
+    name = unique_queue_name()
+    queue = RedisQueue(redis_url, queue_name=name, poll_delay_s=0.02)
+    client = aioredis.Redis.from_url(redis_url)
+    proof = tmp_path / "unpickled"
+    try:
+        execution_id = uuid.uuid4()
+        await queue.enqueue(execution_id)
+        raw = await client.get(f"arq:job:{execution_id}:0")
+        assert json.loads(raw)["a"] == [str(execution_id)]
+        await client.delete(f"arq:job:{execution_id}:0")
+        await client.zrem(name, f"{execution_id}:0")
+        await client.set("arq:job:planted", pickle.dumps(Exploit(str(proof))))
+        await client.zadd(name, {"planted": 0})
+        recorder = Recorder()
+        async with serving(queue, recorder, concurrency=1):
+            await eventually(lambda: _gone(client, name, "planted"), what="the planted job dropped")
+        assert not proof.exists()
+        assert recorder.seen == []
+    finally:
+        await client.delete("arq:job:planted")
+        await client.aclose()
+        await queue.close()
+        drop_queue(redis_url, name)
+
+
+async def _gone(client: Any, queue_name: str, job: str) -> bool:
+    return await client.zscore(queue_name, job) is None
 
 
 async def test_redis_down_is_backend_unavailable() -> None:

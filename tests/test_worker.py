@@ -1,75 +1,25 @@
-"""The worker against a real store and checkpointer: resume semantics (invariant 4),
-lease loss, and recovery of what a previous process left behind."""
+"""The worker against a real store and checkpointer: resume semantics
+(docs/architecture.md, invariant 4), lease loss, and recovery of what a previous process
+left behind."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from lg_deploy.core.checkpoint import open_checkpointer
 from lg_deploy.core.errors import BackendUnavailable
 from lg_deploy.core.graphs import GraphRegistry
-from lg_deploy.core.ids import new_execution_id
-from lg_deploy.core.models import Execution, utcnow
+from lg_deploy.core.models import utcnow
 from lg_deploy.core.queue.memory import MemoryQueue
 from lg_deploy.core.states import Status
-from lg_deploy.core.store import Store, open_store
+from lg_deploy.core.store import Store
 from lg_deploy.worker.leases import LeaseKeeper
-from lg_deploy.worker.runner import Runner
 from lg_deploy.worker.service import WorkerService
-from tests.conftest import eventually
+from tests.conftest import add, eventually, lease_store, runner_for
 from tests.harness import lines
-
-
-@pytest.fixture
-async def checkpointer(database_url: str) -> AsyncIterator[Any]:
-    async with open_checkpointer(database_url) as saver:
-        yield saver
-
-
-@pytest.fixture
-async def keeper(database_url: str) -> AsyncIterator[LeaseKeeper]:
-    """A real lease keeper, in its thread with a connection of its own."""
-    leases = LeaseKeeper(
-        lambda: open_store(database_url, pool_size=1), lease_s=5.0, on_lost=lambda _: None
-    )
-    leases.start()
-    yield leases
-    leases.stop()
-
-
-def lease_store(database_url: str) -> Callable[[], Store]:
-    return lambda: open_store(database_url, pool_size=1)
-
-
-def runner_for(
-    store: Store, registry: GraphRegistry, checkpointer: Any, keeper: LeaseKeeper, **kw: Any
-) -> Runner:
-    """A runner whose leases ``keeper`` renews (every third of ``lease_s``)."""
-    options: dict[str, Any] = {"owner": "test-worker", "lease_s": 5.0}
-    options.update(kw)
-    runner = Runner(store, MemoryQueue(), registry, checkpointer, keeper, **options)
-    keeper.lease_s = runner.lease_s
-    keeper.on_lost = runner.lease_lost
-    return runner
-
-
-async def add(store: Store, graph_id: str, input: Any, thread_id: str | None = None) -> Execution:
-    execution_id = new_execution_id()
-    execution = Execution(
-        execution_id=execution_id,
-        graph_id=graph_id,
-        thread_id=thread_id or str(execution_id),
-        input=input,
-    )
-    await store.create(execution)
-    return execution
 
 
 async def test_crash_before_first_checkpoint_restarts_from_the_original_input(

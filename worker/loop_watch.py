@@ -4,8 +4,8 @@ Every execution of a worker shares one event loop. An ``async def`` node that ca
 blocking code (``time.sleep``, a synchronous HTTP client, a long computation) stops all
 of them. A timer on the loop ticks every ``TICK_S``; a thread notices when it stops
 ticking, finds the graph node the loop is stuck in by reading the loop thread's stack
-(LangGraph runs every node through ``arun_with_retry(task, ...)``), logs it once with the
-execution, graph and node, and counts it. Leases are renewed from another thread
+(LangGraph calls every node through a runnable whose frame holds the node's config), logs
+it once with the execution, graph and node, and counts it. Leases are renewed from another thread
 (``worker/leases.py``), so the other executions keep theirs meanwhile.
 
 Past ``limit_s`` the worker is stuck: ``on_stuck`` is called once with the culprit, and
@@ -43,16 +43,22 @@ def blocking_node(thread_id: int, execution_key: str) -> Culprit:
     """The graph node on the stack of thread ``thread_id``, innermost first."""
     frame = sys._current_frames().get(thread_id)
     while frame is not None:
-        # Read only LangGraph's own frame: its ``task`` names the node and carries the run's
-        # config, where lg-deploy put the execution id.
-        if frame.f_code.co_name == "arun_with_retry":
-            task = frame.f_locals.get("task")
-            name = getattr(task, "name", None)
-            config = getattr(task, "config", None) or {}
-            execution_id = (config.get("metadata") or {}).get(execution_key)
-            return Culprit(str(execution_id) if execution_id else None, name)
+        # Read only LangGraph's own frames: the runnable that calls a node keeps the node's
+        # config, whose metadata names the node and carries what lg-deploy put there.
+        if frame.f_code.co_name in _NODE_CALLERS and "langgraph" in frame.f_code.co_filename:
+            config = frame.f_locals.get("config")
+            metadata = config.get("metadata") if isinstance(config, dict) else None
+            if isinstance(metadata, dict) and "langgraph_node" in metadata:
+                execution_id = metadata.get(execution_key)
+                return Culprit(
+                    str(execution_id) if execution_id else None, str(metadata["langgraph_node"])
+                )
         frame = frame.f_back
     return Culprit(None, None)
+
+
+# LangGraph's frames that call a node with its config (langgraph/_internal/_runnable.py).
+_NODE_CALLERS = frozenset({"ainvoke", "invoke", "astream", "stream"})
 
 
 class LoopWatch:

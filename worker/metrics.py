@@ -7,6 +7,8 @@ bounded set); execution and thread ids never are.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import Counter, Gauge, Histogram
 
 # Agent runs take from milliseconds to hours.
@@ -34,6 +36,11 @@ DURATION_BUCKETS = (
 
 SLOTS = Gauge("lg_deploy_worker_slots", "Executions this worker may run at once.")
 SLOTS_BUSY = Gauge("lg_deploy_worker_slots_busy", "Attempts running in this worker now.")
+UNCLAIMED = Counter(
+    "lg_deploy_deliveries_unclaimed",
+    "Deliveries from the queue that found nothing to claim: already taken or cancelled, "
+    "its thread busy, or the same job delivered twice.",
+)
 ATTEMPTS_STARTED = Counter(
     "lg_deploy_attempts_started", "Attempts this worker claimed and started.", ["graph_id"]
 )
@@ -93,3 +100,18 @@ LOOP_BLOCKED = Counter(
     "Times a graph node blocked the worker's event loop past the warning threshold.",
     ["graph_id"],
 )
+
+
+def prepare(graph_ids: Iterable[str]) -> None:
+    """Give every graph its series at zero: Prometheus ignores the first increment of a
+    series it has never seen, and a rate or an alert would miss it."""
+    for graph_id in graph_ids:
+        ATTEMPTS_STARTED.labels(graph_id)
+        RETRIED.labels(graph_id)
+        LOOP_BLOCKED.labels(graph_id)
+        QUEUE_WAIT.labels(graph_id)
+        ATTEMPT_SECONDS.labels(graph_id)
+        for status in ("COMPLETED", "FAILED", "INTERRUPTED"):
+            FINISHED.labels(graph_id, status)
+        for reason in ("cancelled", "lease_lost", "shutdown", "outage"):
+            STOPPED.labels(graph_id, reason)

@@ -121,6 +121,7 @@ class Runner:
             log.warning("cannot claim %s: %s", execution_id, exc)
             return
         if execution is None:
+            metrics.UNCLAIMED.inc()
             return  # not QUEUED any more, or its thread is busy: someone else has it
         if execution.graph_id not in self.registry:
             await self._leave_for_another_worker(execution)
@@ -276,13 +277,10 @@ class Runner:
         with contextlib.suppress(BackendUnavailable):  # only wakes long polls sooner
             await self.queue.publish("settled", eid)
 
-    async def reenqueue(self, waiting: Waiting, *, revive: bool = False) -> None:
+    async def reenqueue(self, waiting: Waiting) -> None:
         """Enqueue a QUEUED execution for its current attempt, after its not-before time."""
-        delay = 0.0
-        if waiting.not_before is not None:
-            delay = max((waiting.not_before - utcnow()).total_seconds(), 0.0)
         await self.queue.enqueue(
-            waiting.execution_id, attempt=waiting.attempt, delay_s=delay, revive=revive
+            waiting.execution_id, attempt=waiting.attempt, delay_s=delay_until(waiting)
         )
 
     async def _retry(self, execution: Execution, outcome: Outcome) -> bool:
@@ -374,6 +372,13 @@ class Runner:
         if interrupts is not None:
             return Outcome(Status.INTERRUPTED, output=output, interrupts=interrupts)
         return Outcome(Status.COMPLETED, output=output)
+
+
+def delay_until(waiting: Waiting) -> float:
+    """Seconds until a waiting execution may run (a retry's backoff)."""
+    if waiting.not_before is None:
+        return 0.0
+    return max((waiting.not_before - utcnow()).total_seconds(), 0.0)
 
 
 def _failure(execution: Execution, exc: BaseException) -> Outcome:

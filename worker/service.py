@@ -27,13 +27,14 @@ from lg_deploy.core.errors import BackendUnavailable
 from lg_deploy.core.graphs import GraphRegistry
 from lg_deploy.core.models import utcnow
 from lg_deploy.core.queue import Queue
-from lg_deploy.core.store import Store
+from lg_deploy.core.states import Status
+from lg_deploy.core.store import Store, Waiting
 from lg_deploy.worker import metrics
 from lg_deploy.worker.leases import LeaseKeeper
 from lg_deploy.worker.loop_watch import Culprit, LoopWatch
 from lg_deploy.worker.resume import EXECUTION_ID_KEY
 from lg_deploy.worker.retries import RetryPolicy
-from lg_deploy.worker.runner import Durability, Limits, Runner, StopReason
+from lg_deploy.worker.runner import Durability, Limits, Runner, StopReason, delay_until
 
 log = logging.getLogger("lg_deploy.worker")
 
@@ -117,6 +118,7 @@ class WorkerService:
         self.loop_watch.start()
         await self.reconcile(requeue_all_running=orphans_are_mine, stale_after_s=0)
         metrics.SLOTS.set(self.concurrency)
+        metrics.prepare(self.runner.registry.graphs)
         self._serving = asyncio.create_task(
             self.queue.serve(self.runner.run, concurrency=self.concurrency, stop=self._stop)
         )
@@ -209,18 +211,32 @@ class WorkerService:
                 waiting.execution_id,
                 waiting.attempt,
             )
-            await self.runner.reenqueue(waiting, revive=True)
+            await self.runner.reenqueue(waiting)
         metrics.RECOVERED.inc(len(expired))
         revived = 0
         after: uuid.UUID | None = None
         while batch := await self.store.queued_before(stale_after, after=after):
-            for waiting in batch:
-                await self.runner.reenqueue(waiting, revive=True)
-            revived += len(batch)
+            revived += await self._revive(batch)
             after = batch[-1].execution_id
         metrics.REVIVED.inc(revived)
         metrics.LAST_RECONCILE.set(time.time())
         return len(expired) + revived
+
+    async def _revive(self, batch: list[Waiting]) -> int:
+        """Put the jobs of executions that wait too long back in line; enqueue again only
+        those with no job left that are still QUEUED now (the job may just have run them)."""
+        lost = [
+            waiting
+            for waiting in batch
+            if not await self.queue.revive(
+                waiting.execution_id, attempt=waiting.attempt, delay_s=delay_until(waiting)
+            )
+        ]
+        still = await self.store.with_status([w.execution_id for w in lost], [Status.QUEUED])
+        for waiting in lost:
+            if waiting.execution_id in still:
+                await self.runner.reenqueue(waiting)
+        return len(still)
 
     async def _reconcile_forever(self) -> None:
         while True:

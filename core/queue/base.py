@@ -24,17 +24,16 @@ class Queue(Protocol):
     async def close(self) -> None: ...
 
     async def enqueue(
-        self,
-        execution_id: uuid.UUID,
-        *,
-        attempt: int = 0,
-        delay_s: float = 0,
-        revive: bool = False,
+        self, execution_id: uuid.UUID, *, attempt: int = 0, delay_s: float = 0
     ) -> None:
         """Ask a worker to run ``execution_id``; ``attempt`` tells deliveries apart.
+        Enqueueing what already waits is a no-op."""
 
-        ``revive``: the execution has waited too long (the reconciler's call), so clear
-        whatever the backend may still hold it by; a duplicate delivery is harmless."""
+    async def revive(self, execution_id: uuid.UUID, *, attempt: int, delay_s: float = 0) -> bool:
+        """The execution has waited too long (the reconciler's call): put its job back in
+        line unless a live worker holds it, clearing what a dead one left. False when there
+        is no job at all (lost, or already done): the caller checks the store before
+        enqueueing again, so that a job is never started twice."""
 
     async def depth(self) -> int:
         """Ids waiting to be picked up."""

@@ -32,13 +32,11 @@ class MemoryQueue:
             timer.cancel()
         self._timers.clear()
 
+    async def revive(self, execution_id: uuid.UUID, *, attempt: int, delay_s: float = 0) -> bool:
+        return execution_id in self._waiting
+
     async def enqueue(
-        self,
-        execution_id: uuid.UUID,
-        *,
-        attempt: int = 0,
-        delay_s: float = 0,
-        revive: bool = False,
+        self, execution_id: uuid.UUID, *, attempt: int = 0, delay_s: float = 0
     ) -> None:
         if execution_id in self._waiting:
             return

@@ -54,20 +54,20 @@ _ARQ_IN_PROGRESS_KEY = "arq:in-progress:"
 # taking it and claiming its execution); a younger one is left alone: its worker is busy
 # claiming it right now, and reviving it would start the same job twice.
 STRANDED_AFTER_S = 30.0
-_REVIVE_MISSING = 2
 # Put a job that waits too long back in line, atomically: leave it if a worker holds it
 # (in-progress key younger than ARGV[3] ms, given its full TTL ARGV[4] ms); otherwise drop
 # a stranded in-progress key and, if the job still exists, queue it again (ZADD NX keeps a
-# job that is already in line where it is). Returns 0 held, 1 queued, 2 no such job.
+# job that is already in line where it is). Returns 1 when the job is held or in line, 0
+# when there is no such job.
 _REVIVE = """
 local ttl = redis.call('PTTL', KEYS[3])
-if ttl > 0 and tonumber(ARGV[4]) - ttl < tonumber(ARGV[3]) then return 0 end
+if ttl > 0 and tonumber(ARGV[4]) - ttl < tonumber(ARGV[3]) then return 1 end
 if ttl ~= -2 then redis.call('DEL', KEYS[3]) end
 if redis.call('EXISTS', KEYS[2]) == 1 then
     redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1])
     return 1
 end
-return 2
+return 0
 """
 
 
@@ -155,23 +155,10 @@ class RedisQueue:
             self._revive_script = None
 
     async def enqueue(
-        self,
-        execution_id: uuid.UUID,
-        *,
-        attempt: int = 0,
-        delay_s: float = 0,
-        revive: bool = False,
+        self, execution_id: uuid.UUID, *, attempt: int = 0, delay_s: float = 0
     ) -> None:
         job = job_id(execution_id, attempt)
         async with self._redis() as redis:
-            if revive:
-                score_ms = int((time.time() + max(delay_s, 0)) * 1000)
-                revived = await self._revive(redis)(
-                    keys=[self.queue_name, _ARQ_JOB_KEY + job, _ARQ_IN_PROGRESS_KEY + job],
-                    args=[job, score_ms, int(STRANDED_AFTER_S * 1000), self.in_progress_ms],
-                )
-                if revived != _REVIVE_MISSING:
-                    return
             await redis.enqueue_job(
                 JOB_FUNCTION,
                 str(execution_id),
@@ -184,6 +171,16 @@ class RedisQueue:
                     pipe.zrem(self.queue_name, superseded)
                     pipe.delete(_ARQ_JOB_KEY + superseded, _ARQ_IN_PROGRESS_KEY + superseded)
                     await pipe.execute()
+
+    async def revive(self, execution_id: uuid.UUID, *, attempt: int, delay_s: float = 0) -> bool:
+        job = job_id(execution_id, attempt)
+        score_ms = int((time.time() + max(delay_s, 0)) * 1000)
+        async with self._redis() as redis:
+            found = await self._revive(redis)(
+                keys=[self.queue_name, _ARQ_JOB_KEY + job, _ARQ_IN_PROGRESS_KEY + job],
+                args=[job, score_ms, int(STRANDED_AFTER_S * 1000), self.in_progress_ms],
+            )
+        return bool(found)
 
     def _revive(self, redis: ArqRedis) -> AsyncScript:
         if self._revive_script is None:

@@ -138,8 +138,10 @@ class Store(Protocol):
     async def next_queued_on_thread(self, thread_id: str) -> Waiting | None:
         """The oldest QUEUED execution of ``thread_id``: the one to run after the current."""
 
-    async def settled_among(self, execution_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-        """Those of ``execution_ids`` that are terminal or INTERRUPTED, in one query."""
+    async def with_status(
+        self, execution_ids: Sequence[uuid.UUID], statuses: Iterable[Status]
+    ) -> set[uuid.UUID]:
+        """Those of ``execution_ids`` whose status is one of ``statuses``, in one query."""
 
     async def overview(self) -> Overview:
         """Unfinished executions per graph and status, and the runnable backlog: index

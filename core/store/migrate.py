@@ -10,8 +10,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
-from lg_deploy.core.database_errors import first_line
-from lg_deploy.core.errors import BackendUnavailable
+from lg_deploy.core.database_errors import translated
 from lg_deploy.core.store import check_database_url, ensure_sqlite_dir
 
 SCRIPT_LOCATION = "lg_deploy.core.store:migrations"
@@ -60,8 +59,8 @@ async def schema_state(url: str) -> SchemaState:
     try:
         async with engine.connect() as conn:
             return await conn.run_sync(_state)
-    except (sa.exc.OperationalError, sa.exc.InterfaceError, OSError) as exc:
-        raise BackendUnavailable("database", first_line(exc)) from exc
+    except (sa.exc.DBAPIError, OSError) as exc:
+        raise translated(exc) or exc from exc
     finally:
         await engine.dispose()
 
@@ -98,7 +97,7 @@ async def migrate(url: str) -> None:
                     await lock.execute(
                         sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_LOCK_KEY}
                     )
-    except (sa.exc.OperationalError, sa.exc.InterfaceError, OSError) as exc:
-        raise BackendUnavailable("database", first_line(exc)) from exc
+    except (sa.exc.DBAPIError, OSError) as exc:
+        raise translated(exc) or exc from exc
     finally:
         await engine.dispose()

@@ -18,10 +18,9 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from lg_deploy.core.database_errors import first_line, is_database_outage
+from lg_deploy.core.database_errors import first_line, translated
 from lg_deploy.core.errors import (
     BackendBusy,
-    BackendUnavailable,
     ExecutionActive,
     IdempotencyConflict,
     InvalidTransition,
@@ -108,14 +107,10 @@ class SQLStore:
             # No pooled connection came free in time: the database answers, this process
             # is overloaded (too many requests at once).
             raise BackendBusy("database", first_line(exc)) from exc
-        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
-            raise BackendUnavailable("database", first_line(exc)) from exc
-        except sa.exc.DBAPIError as exc:
-            if is_database_outage(exc):
-                raise BackendUnavailable("database", first_line(exc)) from exc
+        except (sa.exc.DBAPIError, OSError, ConnectionError) as exc:
+            if (failure := translated(exc)) is not None:
+                raise failure from exc
             raise
-        except (OSError, ConnectionError) as exc:
-            raise BackendUnavailable("database", first_line(exc)) from exc
 
     async def ping(self) -> None:
         async with self._begin() as conn:
@@ -249,7 +244,7 @@ class SQLStore:
                 params = claim_params(self.dialect, execution_id, owner, lease_s)
                 row = (await conn.execute(stmt, params)).first()
         except sa.exc.IntegrityError:
-            return None  # another execution of this thread is RUNNING (invariant 5)
+            return None  # another execution of this thread runs (architecture.md, invariant 5)
         return None if row is None else _row_to_execution(row)
 
     async def renew_leases(self, leases: Mapping[uuid.UUID, int], lease_s: float) -> set[uuid.UUID]:
@@ -408,12 +403,15 @@ class SQLStore:
             row = (await conn.execute(query)).first()
         return None if row is None else Waiting(*row)
 
-    async def settled_among(self, execution_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-        settled = [s.value for s in (*TERMINAL, Status.INTERRUPTED)]
+    async def with_status(
+        self, execution_ids: Sequence[uuid.UUID], statuses: Iterable[Status]
+    ) -> set[uuid.UUID]:
+        if not execution_ids:
+            return set()
         query = (
             sa.select(C.execution_id)
             .where(C.execution_id.in_(execution_ids))
-            .where(C.status.in_(settled))
+            .where(C.status.in_([s.value for s in statuses]))
         )
         async with self._begin() as conn:
             return {row[0] for row in await conn.execute(query)}

@@ -127,3 +127,22 @@ _odd.add_node("odd", odd)
 _odd.add_edge(START, "odd")
 _odd.add_edge("odd", END)
 odd_results = _odd.compile()
+
+
+class BlockState(TypedDict, total=False):
+    block_s: float
+    blocked: float
+
+
+async def block_the_loop(state: BlockState) -> BlockState:
+    """An async node that calls blocking code: it holds its worker's whole event loop."""
+    seconds = state.get("block_s", 1.0)
+    time.sleep(seconds)  # noqa: ASYNC251 (the mistake this graph exists to make)
+    return {"blocked": seconds}
+
+
+_loop_blocker = StateGraph(BlockState)
+_loop_blocker.add_node("block_the_loop", block_the_loop)
+_loop_blocker.add_edge(START, "block_the_loop")
+_loop_blocker.add_edge("block_the_loop", END)
+loop_blocker = _loop_blocker.compile()
