@@ -15,7 +15,7 @@ from lg_deploy.api.auth import ApiKeys
 from lg_deploy.api.deps import BackendsFactory
 from lg_deploy.api.health import router as health_router
 from lg_deploy.api.limits import BodyLimit
-from lg_deploy.api.metrics import RequestMetrics
+from lg_deploy.api.requests import RequestContext
 from lg_deploy.api.routes import router
 from lg_deploy.api.waiting import Waiters
 from lg_deploy.core.graphs import GraphRegistry
@@ -67,5 +67,5 @@ def create_app(
     )
     if keys := settings.api_key_set():
         app.add_middleware(ApiKeys, keys=keys)  # checked before the body is read
-    app.add_middleware(RequestMetrics)  # outermost: counts every answer, 401s included
+    app.add_middleware(RequestContext)  # outermost: every answer, 401s included
     return app

@@ -13,13 +13,11 @@ Two kinds of metric live here:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lg_deploy.api.deps import QueueDep, StoreDep
 from lg_deploy.core.errors import BackendBusy, BackendUnavailable
@@ -55,35 +53,6 @@ def prepare(graph_ids: Iterable[str]) -> None:
     for graph_id in graph_ids:
         SUBMITTED.labels(graph_id)
         CANCELLED.labels(graph_id)
-
-
-class RequestMetrics:
-    """Pure ASGI middleware counting every answer by its route template (never the raw
-    path: an execution id would make a label per request)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def sending(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sending)
-        finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
-            method = scope["method"]
-            REQUESTS.labels(method, route, str(status)).inc()
-            REQUEST_SECONDS.labels(method, route).observe(time.perf_counter() - started)
 
 
 @router.api_route("/metrics", methods=["GET", "HEAD"], include_in_schema=False)

@@ -7,7 +7,7 @@ import logging
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Header, Query, Response, status
+from fastapi import APIRouter, Body, Header, Query, Request, Response, status
 
 from lg_deploy.api import metrics
 from lg_deploy.api.deps import QueueDep, RegistryDep, SettingsDep, StoreDep, WaitersDep
@@ -57,6 +57,7 @@ def _location(execution_id: uuid.UUID) -> dict[str, str]:
     tags=["executions"],
 )
 async def execute(
+    request: Request,
     body: ExecuteRequest,
     store: StoreDep,
     queue: QueueDep,
@@ -89,6 +90,7 @@ async def execute(
         max_attempts=body.max_attempts or settings.max_attempts,
         idempotency_key=idempotency_key,
         request_hash=request_hash(body.model_dump()) if idempotency_key else None,
+        request_id=request.state.request_id,
     )
     # The row is committed before the id is enqueued (docs/architecture.md, invariant 2):
     # a crash in between leaves a QUEUED row that the reconciler enqueues.

@@ -179,6 +179,9 @@ class ExecutionSummary(BaseModel):
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    request_id: str | None = Field(
+        default=None, description="The X-Request-ID of the submission that created it."
+    )
     unreadable: str | None = Field(
         default=None,
         description="Set when the stored record cannot be shown in full (written by an older "
@@ -222,6 +225,7 @@ class ExecutionOut(ExecutionSummary):
             updated_at=execution.updated_at,
             started_at=execution.started_at,
             finished_at=execution.finished_at,
+            request_id=execution.request_id,
         )
 
 

@@ -115,6 +115,11 @@ class Settings(BaseSettings):
         default=2.0, gt=0, description="How long /readyz waits for each backend."
     )
     log_level: str = Field(default="INFO", description="Python logging level.")
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="text (human-readable) or json (one object per line, with the request, "
+        "execution, graph, thread and attempt the line is about).",
+    )
     max_output_bytes: int = Field(
         default=4 * 1024 * 1024,
         gt=0,

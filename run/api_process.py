@@ -12,7 +12,7 @@ from lg_deploy.api.app import create_app
 from lg_deploy.core.graphs import GraphRegistry, find_config, load_registry
 from lg_deploy.core.settings import Settings
 from lg_deploy.run.logs import setup_logging
-from lg_deploy.run.wiring import backends_with_worker, open_backends
+from lg_deploy.run.wiring import open_backends
 
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -33,7 +33,9 @@ def api_app(settings: Settings, registry: GraphRegistry) -> FastAPI:
 
 def dev_app(settings: Settings, registry: GraphRegistry) -> FastAPI:
     """``lg-deploy dev``: the API with a worker in the same process, on the in-process
-    queue. The only place where an API process runs graphs."""
+    queue. The only place where an API process runs graphs (and imports the worker)."""
+    from lg_deploy.run.worker_process import backends_with_worker
+
     return create_app(settings, registry, backends_with_worker(settings, registry))
 
 
@@ -41,5 +43,5 @@ def app_from_environment() -> FastAPI:
     """The API of one ``lg-deploy api`` server process, configured from the environment
     (uvicorn starts each server process with this factory)."""
     settings = Settings()
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     return api_app(settings, load_registry(find_config(settings.config)))

@@ -56,6 +56,7 @@ def cmd_dev(settings: Settings) -> int:
         port=settings.port,
         log_level=settings.log_level.lower(),
         log_config=None,
+        access_log=False,  # api/requests.py logs each request, with its request id
         timeout_graceful_shutdown=5,
     )
     return 0
@@ -123,6 +124,7 @@ def cmd_api(settings: Settings) -> int:
             workers=settings.api_workers,
             log_level=settings.log_level.lower(),
             log_config=None,
+            access_log=False,  # api/requests.py logs each request, with its request id
             timeout_graceful_shutdown=10,
         )
     finally:
@@ -197,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"lg-deploy: invalid configuration: {exc}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     commands = {"dev": cmd_dev, "api": cmd_api, "worker": cmd_worker, "migrate": cmd_migrate}
     try:
         return commands[args.command](settings)

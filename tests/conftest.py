@@ -25,7 +25,8 @@ from lg_deploy.core.queue.memory import MemoryQueue
 from lg_deploy.core.settings import Settings
 from lg_deploy.core.store import Store, open_store
 from lg_deploy.core.store.migrate import migrate
-from lg_deploy.run.wiring import backends_with_worker, open_backends
+from lg_deploy.run.wiring import open_backends
+from lg_deploy.run.worker_process import backends_with_worker
 from lg_deploy.worker.leases import LeaseKeeper
 from lg_deploy.worker.runner import Runner
 from tests.harness import Fleet, Metrics

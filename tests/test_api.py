@@ -492,3 +492,39 @@ async def test_cancelling_a_blocking_sync_node_keeps_the_record_and_the_worker(
     record = (await sqlite_client.get(f"/executions/{blocked}")).json()
     assert record["status"] == "CANCELLED"
     assert record["output"] is None
+
+
+async def test_every_answer_has_a_request_id_that_follows_the_execution(
+    sqlite_client: httpx.AsyncClient,
+) -> None:
+    """A sensible X-Request-ID is kept, anything else replaced by a fresh id; the answer
+    carries it, and so does the execution a submission creates."""
+    body = {"graph_id": "steps", "input": {"text": "x"}}
+    given = await sqlite_client.post("/execute", json=body, headers={"X-Request-ID": "req-42.a"})
+    assert given.headers["x-request-id"] == "req-42.a"
+    assert given.json()["request_id"] == "req-42.a"
+    for header in ({}, {"X-Request-ID": "bad id with spaces"}, {"X-Request-ID": "x" * 300}):
+        made = await sqlite_client.post("/execute", json=body, headers=header)
+        request_id = made.headers["x-request-id"]
+        assert len(request_id) == 32 and int(request_id, 16) >= 0
+        assert made.json()["request_id"] == request_id
+    assert len((await sqlite_client.get("/healthz")).headers["x-request-id"]) == 32
+    done = await wait(sqlite_client, given.json()["execution_id"])
+    assert done["request_id"] == "req-42.a"
+
+
+async def test_the_graph_sees_the_execution_graph_and_attempt_in_its_config(
+    sqlite_client: httpx.AsyncClient,
+) -> None:
+    """Every node (and so a LangSmith tracer) sees the execution, graph and attempt as
+    metadata, and tags naming the execution, beside the caller's own."""
+    execution_id = await submit(
+        sqlite_client, "config_echo", {}, config={"tags": ["mine"], "metadata": {"team": "a"}}
+    )
+    output = (await wait(sqlite_client, execution_id))["output"]
+    assert output["metadata"] == {
+        "lg_deploy_execution_id": execution_id,
+        "lg_deploy_graph_id": "config_echo",
+        "lg_deploy_attempt": 1,
+    }
+    assert set(output["tags"]) >= {"mine", "lg-deploy", f"execution:{execution_id}"}

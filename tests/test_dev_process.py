@@ -3,11 +3,14 @@ restart, and Ctrl-C."""
 
 from __future__ import annotations
 
+import json
 import signal
 import sqlite3
 import uuid
 from collections import Counter
 from pathlib import Path
+
+import httpx
 
 from tests.conftest import TEST_GRAPHS
 from tests.harness import DevServer, lines, poll, running, submit, wait
@@ -86,3 +89,34 @@ def test_a_broken_graph_config_fails_at_start_with_a_clear_message(tmp_path: Pat
     tail = server.log_tail()
     assert f"{config}: graph 'mine'" in tail
     assert "missing.py does not exist" in tail
+
+
+def test_json_logs_follow_a_request_into_its_execution(tmp_path: Path) -> None:
+    """With LG_DEPLOY_LOG_FORMAT=json every line is a JSON object, and the lines of a
+    submission (the access log) and of its execution (the worker's) carry its request id,
+    the latter with the execution, graph, thread and attempt."""
+    server = DevServer(
+        TEST_GRAPHS,
+        f"sqlite+aiosqlite:///{tmp_path}/dev.db",
+        tmp_path / "dev.log",
+        LG_DEPLOY_LOG_FORMAT="json",
+    )
+    with running(server.start()):
+        server.wait_ready()
+        response = httpx.post(
+            f"{server.url}/execute",
+            json={"graph_id": "steps", "input": {"text": "x"}, "thread_id": "t-1"},
+            headers={"X-Request-ID": "follow-me"},
+        )
+        execution_id = response.json()["execution_id"]
+        assert wait(server, execution_id)["status"] == "COMPLETED"
+        server.signal(signal.SIGINT)
+        server.wait(15)
+    records = [json.loads(line) for line in lines(server.log_path)]
+    assert all({"time", "level", "logger", "message"} <= r.keys() for r in records)
+    mine = [r for r in records if r.get("request_id") == "follow-me"]
+    assert {r["logger"] for r in mine} >= {"lg_deploy.access", "lg_deploy.worker"}
+    worker = [r for r in mine if r["logger"] == "lg_deploy.worker"]
+    assert all(r["execution_id"] == execution_id for r in worker)
+    assert all((r["graph_id"], r["thread_id"], r["attempt"]) == ("steps", "t-1", 1) for r in worker)
+    assert all(r["worker"] for r in worker)

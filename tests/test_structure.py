@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections import defaultdict
 
 from tests.conftest import ROOT
@@ -52,3 +54,16 @@ def test_every_module_belongs_to_a_known_package() -> None:
     """The installed namespace has exactly the four packages the graph above checks."""
     found = {p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file()}
     assert found - {"tests", "bench", "observability"} == set(PACKAGES)
+
+
+def test_an_api_process_of_a_fleet_never_loads_the_worker_plane() -> None:
+    """`lg-deploy api` loads no worker module, so its /metrics carries no worker metrics
+    (a dashboard would count every API pod as a live worker)."""
+    probe = (
+        "import sys, lg_deploy.run.api_process, lg_deploy.run.cli; "
+        "print(sorted(m for m in sys.modules if m.startswith('lg_deploy.worker')))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert loaded.stdout.strip() == "[]"

@@ -115,8 +115,11 @@ class LeaseKeeper:
         assert self._store is not None
         with self._lock:
             clocks = dict(self._clocks)
-        if not clocks or self.paused():
+        if self.paused():
             self._report_lapsed(clocks)
+            return
+        if not clocks:
+            metrics.LAST_HEARTBEAT.set(time.time())  # alive, with nothing to renew
             return
         asked_at = time.monotonic()
         try:

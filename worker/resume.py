@@ -9,6 +9,7 @@ checkpointed yet and starts from its original input, whatever the thread did bef
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -29,15 +30,32 @@ class ResumeConflict:
 
 
 def graph_config(execution: Execution) -> RunnableConfig:
-    """The RunnableConfig of an execution: its own config, its thread, its id in metadata."""
+    """The RunnableConfig of an attempt: the execution's own config, its thread, and what
+    tells its runs apart in a LangSmith trace (when the usual LANGSMITH_* variables turn
+    tracing on): the execution, graph and attempt as metadata and tags, and a run id
+    derived from the execution and the attempt, so that an attempt's trace can be found
+    from the execution and back."""
     config: dict[str, Any] = dict(execution.config or {})
     configurable = dict(config.get("configurable") or {})
     configurable["thread_id"] = execution.thread_id
+    eid = str(execution.execution_id)
     metadata = dict(config.get("metadata") or {})
-    metadata[EXECUTION_ID_KEY] = str(execution.execution_id)
+    metadata |= {
+        EXECUTION_ID_KEY: eid,
+        "lg_deploy_graph_id": execution.graph_id,
+        "lg_deploy_attempt": execution.attempt,
+    }
+    tags = [*config.get("tags", []), "lg-deploy", f"execution:{eid}"]
     config["configurable"] = configurable
     config["metadata"] = metadata
+    config["tags"] = tags
+    config["run_id"] = attempt_run_id(execution.execution_id, execution.attempt)
     return cast(RunnableConfig, config)
+
+
+def attempt_run_id(execution_id: uuid.UUID, attempt: int) -> uuid.UUID:
+    """The LangSmith run id of an attempt's root run."""
+    return uuid.uuid5(execution_id, str(attempt))
 
 
 async def choose_input(

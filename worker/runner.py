@@ -20,6 +20,7 @@ from typing import Literal, Protocol
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
+from lg_deploy.core import logcontext
 from lg_deploy.core.errors import BackendUnavailable, LeaseLost
 from lg_deploy.core.graphs import GraphRegistry
 from lg_deploy.core.jsonable import storable_text, to_jsonable
@@ -114,19 +115,30 @@ class Runner:
 
     async def run(self, execution_id: uuid.UUID) -> None:
         asked_at = time.monotonic()
-        try:
-            execution = await self.store.claim(execution_id, self.owner, self.lease_s)
-        except BackendUnavailable as exc:
-            # The reconciler delivers it again once the database is back.
-            log.warning("cannot claim %s: %s", execution_id, exc)
-            return
-        if execution is None:
-            metrics.UNCLAIMED.inc()
-            return  # not QUEUED any more, or its thread is busy: someone else has it
-        if execution.graph_id not in self.registry:
-            await self._leave_for_another_worker(execution)
-            return
-        graph_id = execution.graph_id
+        with logcontext.bound(execution_id=str(execution_id)):
+            try:
+                execution = await self.store.claim(execution_id, self.owner, self.lease_s)
+            except BackendUnavailable as exc:
+                # The reconciler delivers it again once the database is back.
+                log.warning("cannot claim %s: %s", execution_id, exc)
+                return
+            if execution is None:
+                metrics.UNCLAIMED.inc()
+                return  # not QUEUED any more, or its thread is busy: someone else has it
+            with logcontext.bound(
+                graph_id=execution.graph_id,
+                thread_id=execution.thread_id,
+                attempt=execution.attempt,
+                request_id=execution.request_id,
+            ):
+                if execution.graph_id not in self.registry:
+                    await self._leave_for_another_worker(execution)
+                else:
+                    await self._attempt(execution, asked_at)
+
+    async def _attempt(self, execution: Execution, asked_at: float) -> None:
+        """Run the claimed ``execution`` under its lease and record how it ended."""
+        execution_id, graph_id = execution.execution_id, execution.graph_id
         waited = (execution.updated_at - execution.queued_at).total_seconds()
         metrics.QUEUE_WAIT.labels(graph_id).observe(max(waited, 0.0))
         metrics.ATTEMPTS_STARTED.labels(graph_id).inc()

@@ -23,6 +23,7 @@ from datetime import timedelta
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
+from lg_deploy.core import logcontext
 from lg_deploy.core.errors import BackendUnavailable
 from lg_deploy.core.graphs import GraphRegistry
 from lg_deploy.core.models import utcnow
@@ -77,6 +78,7 @@ class WorkerService:
         self.reconcile_interval_s = reconcile_interval_s
         self.max_recoveries = max_recoveries
         self.name = name or worker_name()
+        logcontext.describe_process(worker=self.name)
         loop_limits = loop_limits or LoopLimits()
         self.loop_watch = LoopWatch(
             warn_s=loop_limits.warn_s,

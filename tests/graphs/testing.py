@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import time
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import interrupt
 from typing_extensions import TypedDict
@@ -146,3 +147,24 @@ _loop_blocker.add_node("block_the_loop", block_the_loop)
 _loop_blocker.add_edge(START, "block_the_loop")
 _loop_blocker.add_edge("block_the_loop", END)
 loop_blocker = _loop_blocker.compile()
+
+
+class ConfigState(TypedDict, total=False):
+    metadata: dict[str, object]
+    tags: list[str]
+
+
+def report_config(state: ConfigState, config: RunnableConfig) -> ConfigState:
+    """Returns what lg-deploy put in the config every node (and a tracer) sees."""
+    metadata = config.get("metadata") or {}
+    return {
+        "metadata": {k: v for k, v in metadata.items() if k.startswith("lg_deploy")},
+        "tags": list(config.get("tags") or []),
+    }
+
+
+_config_echo = StateGraph(ConfigState)
+_config_echo.add_node("report_config", report_config)
+_config_echo.add_edge(START, "report_config")
+_config_echo.add_edge("report_config", END)
+config_echo = _config_echo.compile()

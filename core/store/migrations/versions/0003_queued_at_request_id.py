@@ -1,4 +1,5 @@
-"""When an execution became runnable: queue wait and the age of the oldest runnable one.
+"""When an execution became runnable (queue wait, the oldest runnable one's age), and the
+request id of the submission that created it.
 
 Revision ID: 0003
 Revises: 0002
@@ -19,6 +20,7 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("executions") as batch:
         batch.add_column(sa.Column("queued_at", sa.DateTime(timezone=True), nullable=True))
+        batch.add_column(sa.Column("request_id", sa.String(200), nullable=True))
     # Existing rows: a QUEUED row has not moved since it was queued; a retry waits until
     # its not_before. Other statuses keep the value for the record only.
     op.execute("UPDATE executions SET queued_at = COALESCE(not_before, updated_at)")
@@ -32,4 +34,5 @@ def downgrade() -> None:
     op.drop_index("ix_executions_status_queued_at", table_name="executions")
     op.create_index("ix_executions_status_updated_at", "executions", ["status", "updated_at"])
     with op.batch_alter_table("executions") as batch:
+        batch.drop_column("request_id")
         batch.drop_column("queued_at")
