@@ -44,7 +44,7 @@ bench: $(STAMP)
 ## Pin every package the images install (the wheel's dependencies and its build backend) in
 ## constraints.txt, resolved for Linux and Python 3.11 like the images, wheels only.
 lock: $(STAMP)
-	printf 'setuptools>=69\n' | $(BIN)/uv pip compile pyproject.toml - --quiet \
+	printf 'setuptools>=77\n' | $(BIN)/uv pip compile pyproject.toml - --quiet \
 		--python-version 3.11 --python-platform linux --only-binary :all: \
 		--custom-compile-command 'make lock' --output-file constraints.txt
 
