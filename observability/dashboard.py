@@ -330,9 +330,9 @@ def reconciler_and_event_loop() -> list[timeseries.Panel]:
         ),
         timeseries_panel(
             "Event-loop lag",
-            "Last measured lag of each worker's event loop. Lag near a third of the lease "
-            "(5 s by default) delays heartbeats, cancellation and every other execution of "
-            "that worker.",
+            "Last measured lag of each worker's event loop. Lag delays cancellation and "
+            "every other execution of that worker (leases are renewed from a thread of "
+            "their own).",
             "s",
             [("lg_deploy_event_loop_lag_seconds", "{{instance}}")],
             width=8,
