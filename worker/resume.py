@@ -62,6 +62,8 @@ async def choose_input(
     graph: Pregel, config: RunnableConfig, execution: Execution
 ) -> Any | ResumeConflict:
     """Fresh input, ``None`` (continue) or ``Command(resume=...)``: see the module doc."""
+    if execution.attempt == 1:
+        return execution.input  # its first claim: nothing of it can be on the thread yet
     snapshot = await graph.aget_state(config)
     mine = (snapshot.metadata or {}).get(EXECUTION_ID_KEY) == str(execution.execution_id)
     if not mine:

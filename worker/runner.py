@@ -16,9 +16,10 @@ import traceback
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.types import Interrupt
 
 from lg_deploy.core import logcontext
 from lg_deploy.core.errors import BackendUnavailable, LeaseLost
@@ -36,6 +37,8 @@ from lg_deploy.worker.retries import RetryPolicy
 log = logging.getLogger("lg_deploy.worker")
 
 Durability = Literal["sync", "async", "exit"]
+# The key of a paused run's "updates" chunk (LangGraph keeps the constant private).
+INTERRUPT = "__interrupt__"
 # How long a worker without an execution's graph leaves it for one that has it.
 UNKNOWN_GRAPH_RETRY_S = 1.0
 
@@ -361,16 +364,22 @@ class Runner:
         graph_input = await choose_input(graph, config, execution)
         if isinstance(graph_input, ResumeConflict):
             return Outcome(Status.FAILED, error=graph_input.error)
-        result = await graph.ainvoke(graph_input, config, durability=self.durability)
-        snapshot = await graph.aget_state(config)
-        output = to_jsonable(
-            {k: v for k, v in result.items() if k != "__interrupt__"}
-            if isinstance(result, dict)
-            else result
-        )
+        # The run's own stream says whether it paused (an "__interrupt__" update, empty for a
+        # static breakpoint), so the state need not be read again once it ends.
+        result: Any = None
+        paused: dict[str, Interrupt] | None = None
+        async for mode, chunk in graph.astream(
+            graph_input, config, stream_mode=["updates", "values"], durability=self.durability
+        ):
+            if isinstance(chunk, dict) and INTERRUPT in chunk:
+                paused = (paused or {}) | {i.id: i for i in chunk[INTERRUPT]}
+                chunk = {k: v for k, v in chunk.items() if k != INTERRUPT} or None
+            if mode == "values" and chunk is not None:
+                result = chunk
+        output = to_jsonable(result)
         interrupts = None
-        if snapshot.next:
-            interrupts = [{"id": i.id, "value": to_jsonable(i.value)} for i in snapshot.interrupts]
+        if paused is not None:
+            interrupts = [{"id": i.id, "value": to_jsonable(i.value)} for i in paused.values()]
         size = len(json.dumps([output, interrupts], separators=(",", ":")).encode())
         if size > self.limits.max_output_bytes:
             return Outcome(
