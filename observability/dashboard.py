@@ -383,7 +383,9 @@ def api() -> list[timeseries.Panel]:
             "percentunit",
             [
                 (
-                    f'sum(rate({requests}{{status=~"5.."}}{RATE})) / sum(rate({requests}{RATE}))',
+                    # "or vector(0)": no 5xx series at all is a ratio of 0, not "no data".
+                    f'(sum(rate({requests}{{status=~"5.."}}{RATE})) or vector(0))'
+                    f" / sum(rate({requests}{RATE}))",
                     "5xx",
                 )
             ],
