@@ -21,7 +21,8 @@ from lg_deploy.core.queue.redis import RedisQueue
 from lg_deploy.core.store import Store, open_store
 from lg_deploy.core.store.migrate import migrate
 from lg_deploy.worker.fencing import LeaseClock, fenced
-from tests.conftest import make_settings, serve_in_process, submit, wait
+from tests.conftest import PgAdmin, make_settings, serve_in_process, submit, wait
+from tests.test_migrations import new_execution
 
 
 async def test_a_retryable_failure_is_retried_with_backoff_until_it_succeeds(
@@ -161,3 +162,26 @@ def test_fenced_checkpointer_refuses_writes_once_the_lease_may_have_passed() -> 
     assert asyncio.run(saver.aget_tuple(config)) is None
     clock.renewed(time.monotonic())
     clock.check()
+
+
+@pytest.mark.postgres
+async def test_a_connection_the_server_closed_is_replaced_unseen(
+    pg_url: str, pg_admin: PgAdmin
+) -> None:
+    """Pooled connections are not pinged before use: when the server closed them (as a
+    restart does), the statement fails on its stale connection and is tried once more on a
+    new one, and the caller sees no error."""
+    store = open_store(pg_url)
+    try:
+        execution = new_execution()
+        await store.create(execution)
+        database = pg_url.rsplit("/", 1)[1]
+        closed = pg_admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+            (database,),
+        )
+        assert closed and all(row[0] for row in closed)
+        got = await store.get(execution.execution_id)
+        assert got.execution_id == execution.execution_id
+    finally:
+        await store.close()

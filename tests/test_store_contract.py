@@ -318,8 +318,11 @@ async def test_one_running_execution_per_thread(store: Store) -> None:
     assert await store.claim(other.execution_id, "w", 30) is not None
     waiting = await store.next_queued_on_thread("t")
     assert waiting is not None and waiting.execution_id == second.execution_id
-    assert await store.finish(first.execution_id, 1, Outcome(Status.COMPLETED))
+    recorded = await store.finish(first.execution_id, 1, Outcome(Status.COMPLETED))
+    assert recorded is not None and recorded.next_on_thread == waiting  # read in passing
     assert await store.claim(second.execution_id, "w", 30) is not None
+    done = await store.finish(second.execution_id, 1, Outcome(Status.COMPLETED))
+    assert done is not None and done.next_on_thread is None
 
 
 async def test_count_by_status_covers_every_status(store: Store) -> None:

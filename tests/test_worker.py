@@ -15,7 +15,7 @@ from lg_deploy.core.graphs import GraphRegistry
 from lg_deploy.core.models import utcnow
 from lg_deploy.core.queue.memory import MemoryQueue
 from lg_deploy.core.states import Status
-from lg_deploy.core.store import Store
+from lg_deploy.core.store import Recorded, Store
 from lg_deploy.worker.leases import LeaseKeeper
 from lg_deploy.worker.service import WorkerService
 from tests.conftest import add, eventually, lease_store, runner_for
@@ -194,7 +194,7 @@ class FinishFailsOnce:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
-    async def finish(self, *args: Any, **kwargs: Any) -> bool:
+    async def finish(self, *args: Any, **kwargs: Any) -> Recorded | None:
         if not self.failed:
             self.failed = True
             raise BackendUnavailable("database", "dropped")

@@ -28,7 +28,7 @@ from lg_deploy.core.jsonable import storable_text, to_jsonable
 from lg_deploy.core.models import Execution, utcnow
 from lg_deploy.core.queue import Queue
 from lg_deploy.core.states import Status
-from lg_deploy.core.store import Outcome, Store, Waiting
+from lg_deploy.core.store import Outcome, Recorded, Store, Waiting
 from lg_deploy.worker import metrics
 from lg_deploy.worker.fencing import LeaseClock, fenced
 from lg_deploy.worker.resume import ResumeConflict, choose_input, graph_config
@@ -248,18 +248,22 @@ class Runner:
                     delay = self.retry.backoff_s if attempt.stop_reason == StopReason.OUTAGE else 0
                     await self._enqueue(eid, number, delay)
                 return
+            waiting = None
             if outcome is None:
                 log.info("execution %s attempt %d stopped: %s", eid, number, attempt.stop_reason)
-            elif not await self._retry(execution, outcome):
-                await self._record(execution, outcome)
-            waiting = await self.store.next_queued_on_thread(execution.thread_id)
+                waiting = await self.store.next_queued_on_thread(execution.thread_id)
+            elif await self._retry(execution, outcome):
+                return  # the thread waits for this execution's next attempt
+            elif (recorded := await self._record(execution, outcome)) is not None:
+                waiting = recorded.next_on_thread
             if waiting is not None:
                 await self.reenqueue(waiting)
         except BackendUnavailable as exc:
             # Whatever was not written, the lease expires and the reconciler runs it again.
             log.warning("execution %s: cannot record the result: %s", eid, exc)
 
-    async def _record(self, execution: Execution, outcome: Outcome) -> None:
+    async def _record(self, execution: Execution, outcome: Outcome) -> Recorded | None:
+        """Finish the attempt with ``outcome``; None when it no longer held the execution."""
         eid, number = execution.execution_id, execution.attempt
         try:
             recorded = await self.store.finish(eid, number, outcome)
@@ -284,13 +288,14 @@ class Runner:
                 number,
                 outcome.status,
             )
-            return
+            return None
         log.info("execution %s attempt %d %s", eid, number, outcome.status)
         metrics.FINISHED.labels(execution.graph_id, outcome.status.value).inc()
         if outcome.status is Status.FAILED and outcome.error is not None:
             metrics.FAILED.labels(execution.graph_id, outcome.error["type"]).inc()
         with contextlib.suppress(BackendUnavailable):  # only wakes long polls sooner
             await self.queue.publish("settled", eid)
+        return recorded
 
     async def reenqueue(self, waiting: Waiting) -> None:
         """Enqueue a QUEUED execution for its current attempt, after its not-before time."""

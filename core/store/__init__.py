@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lg_deploy.core.errors import UnknownBackend
-from lg_deploy.core.store.base import Outcome, Overview, Page, Store, Waiting
+from lg_deploy.core.store.base import Outcome, Overview, Page, Recorded, Store, Waiting
 
 SCHEMES = ("sqlite+aiosqlite:///path", "postgresql+asyncpg://user:password@host/db")
 
@@ -14,6 +14,7 @@ __all__ = [
     "Outcome",
     "Overview",
     "Page",
+    "Recorded",
     "Store",
     "Waiting",
     "check_database_url",

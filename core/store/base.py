@@ -56,6 +56,14 @@ class Waiting(NamedTuple):
     not_before: datetime | None
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """A result was recorded; the execution that waits next on the same thread, if any,
+    read in the same round trip."""
+
+    next_on_thread: Waiting | None
+
+
 class Store(Protocol):
     async def ping(self) -> None:
         """Raise ``BackendUnavailable`` unless the database answers."""
@@ -93,9 +101,12 @@ class Store(Protocol):
         ``lease_s`` from now, in one statement; returns the ids still held (the others
         were taken over, cancelled or finished)."""
 
-    async def finish(self, execution_id: uuid.UUID, attempt: int, outcome: Outcome) -> bool:
-        """Record the result of ``attempt`` (RUNNING -> outcome.status), fenced; a FAILED
-        outcome is also added to ``attempt_errors``."""
+    async def finish(
+        self, execution_id: uuid.UUID, attempt: int, outcome: Outcome
+    ) -> Recorded | None:
+        """Record the result of ``attempt`` (RUNNING -> outcome.status), fenced (None when
+        the attempt no longer holds the execution); a FAILED outcome is also added to
+        ``attempt_errors``."""
 
     async def retry(
         self, execution_id: uuid.UUID, attempt: int, error: dict[str, Any], delay_s: float

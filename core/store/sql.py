@@ -29,7 +29,7 @@ from lg_deploy.core.errors import (
 )
 from lg_deploy.core.models import Execution, utcnow
 from lg_deploy.core.states import ACTIVE, TERMINAL, Move, Status
-from lg_deploy.core.store.base import Outcome, Overview, Page, Waiting
+from lg_deploy.core.store.base import Outcome, Overview, Page, Recorded, Waiting
 from lg_deploy.core.store.statements import (
     C,
     T,
@@ -38,9 +38,29 @@ from lg_deploy.core.store.statements import (
     db_later,
     db_now,
     move,
+    next_on_thread,
 )
 
 _WAITING = (C.execution_id, C.attempt, C.not_before)
+
+
+_DRIVER_ERRORS = (sa.exc.SQLAlchemyError, OSError, ConnectionError)
+
+
+def _failure(exc: Exception) -> Exception:
+    """What the store raises for ``exc``: connection-level failures become
+    ``BackendUnavailable`` (``BackendBusy`` when the pool has no connection free in time,
+    ``BackendRefused`` for a wrong role or database); a statement's own errors, such as
+    ``IntegrityError``, stay themselves."""
+    if isinstance(exc, sa.exc.IntegrityError):
+        return exc
+    if isinstance(exc, sa.exc.TimeoutError):
+        # No pooled connection came free in time: the database answers, this process is
+        # overloaded (too many requests at once).
+        return BackendBusy("database", first_line(exc))
+    if isinstance(exc, sa.exc.DBAPIError | OSError | ConnectionError):
+        return translated(exc) or exc
+    return exc
 
 
 def _row_to_execution(row: sa.Row[Any]) -> Execution:
@@ -69,6 +89,9 @@ class SQLStore:
 
     def __init__(self, engine: AsyncEngine, *, owns_engine: bool = False) -> None:
         self.engine = engine
+        # One statement, one round trip: no BEGIN and COMMIT around a statement that is
+        # atomic by itself (every move is one conditional UPDATE). Same pool.
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.dialect = engine.dialect.name
         self._owns_engine = owns_engine
         # SQLite (one process) serializes "insert unless the thread is busy" with this lock;
@@ -84,7 +107,9 @@ class SQLStore:
             # A server that stops answering must become a 503, not a request that hangs:
             # seconds to connect, and to run one statement.
             engine_kwargs.setdefault("connect_args", {"timeout": 5, "command_timeout": 10})
-            engine_kwargs.setdefault("pool_pre_ping", True)
+            # No ping before each use (it cost three round trips): a connection the server
+            # closed (a restart) fails its statement, which is tried once more on a new one.
+            engine_kwargs.setdefault("pool_pre_ping", False)
             engine_kwargs.setdefault("pool_size", 10)
             engine_kwargs.setdefault("max_overflow", 10)
             engine_kwargs.setdefault("pool_timeout", 10)
@@ -97,24 +122,33 @@ class SQLStore:
 
     @contextlib.asynccontextmanager
     async def _begin(self) -> AsyncIterator[AsyncConnection]:
-        """A transaction; connection-level failures become ``BackendUnavailable``."""
+        """A transaction, for the few operations of several statements."""
         try:
             async with self.engine.begin() as conn:
                 yield conn
-        except sa.exc.IntegrityError:
-            raise
-        except sa.exc.TimeoutError as exc:
-            # No pooled connection came free in time: the database answers, this process
-            # is overloaded (too many requests at once).
-            raise BackendBusy("database", first_line(exc)) from exc
-        except (sa.exc.DBAPIError, OSError, ConnectionError) as exc:
-            if (failure := translated(exc)) is not None:
+        except _DRIVER_ERRORS as exc:
+            if (failure := _failure(exc)) is exc:
+                raise
+            raise failure from exc
+
+    async def _run(self, stmt: sa.Executable, params: Mapping[str, Any] | None = None) -> Any:
+        """One statement in autocommit mode, its rows read; a pooled connection the server
+        had closed is replaced and the statement tried once more."""
+        for last_try in (False, True):
+            try:
+                async with self._autocommit.connect() as conn:
+                    return await conn.execute(stmt, params)
+            except _DRIVER_ERRORS as exc:
+                stale = isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated
+                if stale and not last_try:
+                    continue
+                if (failure := _failure(exc)) is exc:
+                    raise
                 raise failure from exc
-            raise
+        raise AssertionError("unreachable")
 
     async def ping(self) -> None:
-        async with self._begin() as conn:
-            await conn.execute(sa.text("SELECT 1"))
+        await self._run(sa.text("SELECT 1"))
 
     async def create(
         self, execution: Execution, *, reject_if_thread_busy: bool = False
@@ -125,8 +159,7 @@ class SQLStore:
                 if earlier is not None:
                     return self._replay(earlier, execution), False
             else:
-                async with self._begin() as conn:
-                    await conn.execute(self._insert(execution))
+                await self._run(self._insert(execution))
             return execution, True
         except sa.exc.IntegrityError:
             if execution.idempotency_key is None:
@@ -174,13 +207,11 @@ class SQLStore:
         return None
 
     async def _get_by_key(self, key: str) -> Execution | None:
-        async with self._begin() as conn:
-            row = (await conn.execute(T.select().where(C.idempotency_key == key))).first()
+        row = (await self._run(T.select().where(C.idempotency_key == key))).first()
         return None if row is None else _row_to_execution(row)
 
     async def get(self, execution_id: uuid.UUID) -> Execution:
-        async with self._begin() as conn:
-            row = (await conn.execute(T.select().where(C.execution_id == execution_id))).first()
+        row = (await self._run(T.select().where(C.execution_id == execution_id))).first()
         if row is None:
             raise NotFound("execution", str(execution_id))
         return _row_to_execution(row)
@@ -203,8 +234,7 @@ class SQLStore:
             query = query.where(C.thread_id == thread_id)
         if cursor is not None:
             query = query.where(C.execution_id < cursor)
-        async with self._begin() as conn:
-            rows = (await conn.execute(query)).all()
+        rows = (await self._run(query)).all()
         items = [_row_to_execution(r) for r in rows[:limit]]
         more = len(rows) > limit
         return Page(items=items, next_cursor=str(items[-1].execution_id) if more else None)
@@ -229,8 +259,7 @@ class SQLStore:
         )
         if attempt is not None:
             stmt = stmt.where(C.attempt == attempt)
-        async with self._begin() as conn:
-            row = (await conn.execute(stmt)).first()
+        row = (await self._run(stmt)).first()
         return None if row is None else _row_to_execution(row)
 
     async def _explain_refusal(self, execution_id: uuid.UUID, wanted: Status) -> InvalidTransition:
@@ -240,9 +269,8 @@ class SQLStore:
     async def claim(self, execution_id: uuid.UUID, owner: str, lease_s: float) -> Execution | None:
         stmt = claim_statement(self.dialect)
         try:
-            async with self._begin() as conn:
-                params = claim_params(self.dialect, execution_id, owner, lease_s)
-                row = (await conn.execute(stmt, params)).first()
+            params = claim_params(self.dialect, execution_id, owner, lease_s)
+            row = (await self._run(stmt, params)).first()
         except sa.exc.IntegrityError:
             return None  # another execution of this thread runs (architecture.md, invariant 5)
         return None if row is None else _row_to_execution(row)
@@ -257,24 +285,21 @@ class SQLStore:
             .values(lease_expires_at=db_later(self.dialect, lease_s))
             .returning(C.execution_id)
         )
-        async with self._begin() as conn:
-            return {row[0] for row in await conn.execute(stmt)}
+        return {row[0] for row in await self._run(stmt)}
 
     async def _with_attempt_error(
         self, execution_id: uuid.UUID, attempt: int, error: dict[str, Any]
     ) -> list[dict[str, Any]]:
         """``attempt_errors`` plus this attempt's error. Read, then written by an UPDATE
         fenced on the same attempt: nobody else writes the row in between and wins."""
-        async with self._begin() as conn:
-            current = (
-                await conn.execute(
-                    sa.select(C.attempt_errors).where(C.execution_id == execution_id)
-                )
-            ).scalar()
+        query = sa.select(C.attempt_errors).where(C.execution_id == execution_id)
+        current = (await self._run(query)).scalar()
         entry = {"attempt": attempt, **error, "at": utcnow().isoformat()}
         return [*(current or []), entry]
 
-    async def finish(self, execution_id: uuid.UUID, attempt: int, outcome: Outcome) -> bool:
+    async def finish(
+        self, execution_id: uuid.UUID, attempt: int, outcome: Outcome
+    ) -> Recorded | None:
         values: dict[str, Any] = {
             "output": outcome.output,
             "error": outcome.error,
@@ -289,8 +314,18 @@ class SQLStore:
             values["attempt_errors"] = await self._with_attempt_error(
                 execution_id, attempt, outcome.error
             )
-        row = await self._apply(Move.FINISH, execution_id, outcome.status, values, attempt=attempt)
-        return row is not None
+        stmt = (
+            move(Move.FINISH, outcome.status, db_now(self.dialect))
+            .where(C.execution_id == execution_id)
+            .where(C.attempt == attempt)
+            .values(**values)
+            .returning(C.execution_id, *next_on_thread())
+        )
+        row = (await self._run(stmt)).first()
+        if row is None:
+            return None
+        _, *waiting = row
+        return Recorded(Waiting(*waiting) if waiting[0] is not None else None)
 
     async def retry(
         self, execution_id: uuid.UUID, attempt: int, error: dict[str, Any], delay_s: float
@@ -327,8 +362,7 @@ class SQLStore:
             .where(C.execution_id == execution_id)
             .where(C.status.in_([s.value for s in TERMINAL]))
         )
-        async with self._begin() as conn:
-            deleted = (await conn.execute(stmt)).rowcount
+        deleted = (await self._run(stmt)).rowcount
         if not deleted:
             current = await self.get(execution_id)  # raises NotFound
             raise ExecutionActive(str(execution_id), current.status)
@@ -388,8 +422,7 @@ class SQLStore:
         )
         if after is not None:
             query = query.where(C.execution_id > after)
-        async with self._begin() as conn:
-            return [Waiting(*row) for row in await conn.execute(query)]
+        return [Waiting(*row) for row in await self._run(query)]
 
     async def next_queued_on_thread(self, thread_id: str) -> Waiting | None:
         query = (
@@ -399,8 +432,7 @@ class SQLStore:
             .order_by(C.execution_id)
             .limit(1)
         )
-        async with self._begin() as conn:
-            row = (await conn.execute(query)).first()
+        row = (await self._run(query)).first()
         return None if row is None else Waiting(*row)
 
     async def with_status(
@@ -413,8 +445,7 @@ class SQLStore:
             .where(C.execution_id.in_(execution_ids))
             .where(C.status.in_([s.value for s in statuses]))
         )
-        async with self._begin() as conn:
-            return {row[0] for row in await conn.execute(query)}
+        return {row[0] for row in await self._run(query)}
 
     async def overview(self) -> Overview:
         unfinished = [Status.QUEUED, Status.RUNNING, Status.INTERRUPTED]
@@ -451,8 +482,7 @@ class SQLStore:
         query = sa.select(C.status, sa.func.count()).group_by(C.status)
         if only is not None:
             query = query.where(C.status.in_([s.value for s in statuses]))
-        async with self._begin() as conn:
-            rows = (await conn.execute(query)).all()
+        rows = (await self._run(query)).all()
         counts = dict.fromkeys(statuses, 0)
         counts.update({Status(s): n for s, n in rows})
         return counts

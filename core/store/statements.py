@@ -106,3 +106,22 @@ def claim_params(dialect: str, execution_id: Any, owner: str, lease_s: float) ->
         "now": now,
         "expires": now + timedelta(seconds=lease_s),
     }
+
+
+def next_on_thread() -> tuple[Any, ...]:
+    """Columns for the RETURNING clause of a statement on one execution: the id, attempt
+    and not-before time of the oldest QUEUED execution of its thread (NULL when none), so
+    that finishing an execution and finding the next of its thread is one round trip."""
+    waiting = T.alias("waiting")
+
+    def pick(column: Any) -> Any:
+        return (
+            sa.select(column)
+            .where(waiting.c.thread_id == C.thread_id)
+            .where(waiting.c.status == Status.QUEUED.value)
+            .order_by(waiting.c.execution_id)
+            .limit(1)
+            .scalar_subquery()
+        )
+
+    return (pick(waiting.c.execution_id), pick(waiting.c.attempt), pick(waiting.c.not_before))
