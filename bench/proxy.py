@@ -19,10 +19,11 @@ import struct
 import threading
 from collections import Counter
 from collections.abc import Coroutine
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 SSL_REQUEST, GSS_REQUEST, STARTUP_V3 = 80877103, 80877104, 196608
-_SQL_KIND = re.compile(rb"\s*(\w+|;)(?:.*?\b(?:INTO|UPDATE|FROM)\s+\"?(\w+))?", re.I | re.S)
+_SQL_KIND = re.compile(rb'\s*(\w+|;)(?:\s+(?:INTO\s+|FROM\s+)?"?(\w+))?', re.I)
 
 
 def _sql_kind(sql: bytes) -> str:
@@ -35,26 +36,16 @@ def _sql_kind(sql: bytes) -> str:
     return word.decode()
 
 
+@dataclass
 class Tally:
     """What the clients of one proxy asked, keyed by driver or statement kind."""
 
-    def __init__(self) -> None:
-        self.round_trips: Counter[str] = Counter()
-        self.statements: Counter[str] = Counter()
-        self.connections: Counter[str] = Counter()
-
-    def copy(self) -> Tally:
-        other = Tally()
-        other.round_trips, other.statements = self.round_trips.copy(), self.statements.copy()
-        other.connections = self.connections.copy()
-        return other
+    round_trips: Counter[str] = field(default_factory=Counter)
+    statements: Counter[str] = field(default_factory=Counter)
+    connections: Counter[str] = field(default_factory=Counter)
 
     def __sub__(self, before: Tally) -> Tally:
-        other = Tally()
-        other.round_trips = self.round_trips - before.round_trips
-        other.statements = self.statements - before.statements
-        other.connections = self.connections - before.connections
-        return other
+        return Tally(*(getattr(self, f.name) - getattr(before, f.name) for f in fields(self)))
 
 
 class _Stream:
@@ -242,7 +233,7 @@ class Proxies:
         """A consistent copy of every tally, taken on the proxies' own loop."""
 
         async def copy() -> dict[str, Tally]:
-            return {name: tally.copy() for name, tally in self.tallies.items()}
+            return {name: tally - Tally() for name, tally in self.tallies.items()}
 
         counted: dict[str, Tally] = self._call(copy())
         return counted

@@ -345,6 +345,7 @@ class Scenarios:
             "executions": count,
             "per_execution": _round_trips(busy, count),
             "idle_per_s": _round_trips(quiet, self.sizes.idle_s),
+            "connections_opened": {name: tally.connections.total() for name, tally in busy.items()},
             "statements_per_execution": {
                 name: {kind: round(n / count, 2) for kind, n in tally.statements.most_common()}
                 for name, tally in busy.items()
