@@ -8,9 +8,11 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, get_args
 
@@ -61,6 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _commit() -> str:
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return git.stdout.strip() or "unknown"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     chosen = {f.name: getattr(args, f.name) for f in dataclasses.fields(Sizes)}
@@ -72,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"unknown scenarios {sorted(unknown)}; known: {', '.join(SCENARIOS)}")
     result: dict[str, Any] = {
         "machine": {
+            "commit": _commit(),
+            "started": datetime.now(UTC).isoformat(timespec="seconds"),
             "cpus": os.cpu_count(),
             "load": round(os.getloadavg()[0], 2),
             "python": platform.python_version(),

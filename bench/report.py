@@ -114,7 +114,8 @@ def _rows(f: dict[str, Any]) -> list[tuple[str, str, str]]:
 def table(result: dict[str, Any]) -> str:
     machine = result["machine"]
     lines = [
-        f"lg-deploy benchmarks: {machine['cpus']} CPUs, load {machine['load']} at start,"
+        f"lg-deploy benchmarks at {machine['commit']}: {machine['cpus']} CPUs,"
+        f" load {machine['load']} at start,"
         f" durability {result['options']['durability']},"
         f" worker concurrency {result['options']['concurrency']}",
         "",

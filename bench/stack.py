@@ -33,15 +33,16 @@ def product_default(name: str) -> Any:
     return Settings.model_fields[name].default
 
 
-def with_address(url: str, port: int, database: str | None = None) -> str:
-    """``url`` pointed at 127.0.0.1:``port`` (and ``database``)."""
+def with_address(url: str, port: int) -> str:
+    """``url`` (credentials, database and all) pointed at 127.0.0.1:``port``."""
     parts = urlsplit(url)
-    netloc = f"{parts.username}@" if parts.username else ""
-    path = f"/{database}" if database is not None else parts.path
-    return urlunsplit(parts._replace(netloc=f"{netloc}127.0.0.1:{port}", path=path))
+    credentials = parts.netloc.rpartition("@")[0]
+    netloc = f"{credentials}@127.0.0.1:{port}" if credentials else f"127.0.0.1:{port}"
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def address(url: str) -> tuple[str, int]:
+    """The host and port a database or Redis URL names."""
     parts = urlsplit(url)
     return parts.hostname or "127.0.0.1", parts.port or (6379 if parts.scheme == "redis" else 5432)
 
