@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -107,10 +108,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for name in SCENARIOS:
             if name in only:
-                print(f"bench: {name}", file=sys.stderr, flush=True)
+                started = time.monotonic()
                 if name != "limit" and stack.api is None:
                     stack.start_api()
                 getattr(run, name)()
+                took = time.monotonic() - started
+                print(f"bench: {name} took {took:.1f} s", file=sys.stderr, flush=True)
         finished = True
     finally:
         stack.close()

@@ -107,8 +107,7 @@ class Stack:
         """Exactly ``count`` workers running (the newest stopped first)."""
         while len(self.workers) > count:
             self.workers[-1].stop()
-        while len(self.workers) < count:
-            self.fleet.worker(**env)
+        self.fleet.start_workers(count - len(self.workers), **env)
         return self.workers
 
     def stop_all(self) -> None:
