@@ -57,9 +57,7 @@ def figure(figures: dict[str, object], path: str) -> object:
 @pytest.mark.redis
 @pytest.mark.timeout(300)
 def test_smoke_run_reports_every_figure(pg_admin: PgAdmin, redis_url: str, tmp_path: Path) -> None:
-    """`python -m bench --smoke` runs every scenario against the real stack, prints its
-    table and writes every figure to the JSON, with the round trips of each process
-    counted."""
+    """`python -m bench --smoke` runs every scenario on the real stack and reports every figure."""
     out = tmp_path / "bench.json"
     run = subprocess.run(
         [sys.executable, "-m", "bench", "--smoke", "--json", str(out)],
@@ -84,8 +82,7 @@ def test_smoke_run_reports_every_figure(pg_admin: PgAdmin, redis_url: str, tmp_p
 @pytest.mark.postgres
 @pytest.mark.redis
 def test_proxies_count_round_trips_not_messages(pg_admin: PgAdmin, redis_url: str) -> None:
-    """Through the counting proxies, a pipeline is one round trip, an asyncpg statement
-    prepared and then run is two, and each connection is counted under its driver."""
+    """The proxies count a pipeline as one round trip, a prepared asyncpg statement as two."""
     proxies = Proxies()
     try:
         pg = proxies.open("pg", "postgres", address(pg_admin.conninfo))
