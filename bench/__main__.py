@@ -40,10 +40,14 @@ SCENARIOS = (
 )
 
 
+def _shown(value: object) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: every scenario, fast")
-    parser.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated scenarios")
+    parser.add_argument("--only", default=",".join(SCENARIOS), help="default: all of %(default)s")
     parser.add_argument("--json", type=Path, default=Path(".lg-deploy/bench.json"))
     parser.add_argument("--postgres", default=PG_ADMIN_URL, help="a role that may create databases")
     parser.add_argument("--redis", default=REDIS_URL)
@@ -53,13 +57,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--concurrency", type=int, default=product_default("worker_concurrency"), help="per worker"
     )
-    sizes = parser.add_argument_group("sizes (defaults: see BENCHMARKS.md; --smoke: tiny)")
+    sizes = parser.add_argument_group("sizes (BENCHMARKS.md says what each scenario does)")
     for field in dataclasses.fields(Sizes):
         kind = type(field.default)
         sizes.add_argument(
             f"--{field.name.replace('_', '-')}",
             type=(lambda text: tuple(int(v) for v in text.split(","))) if kind is tuple else kind,
             metavar="N,N" if kind is tuple else "N",
+            help=f"default {_shown(field.default)}, smoke {_shown(getattr(SMOKE, field.name))}",
         )
     return parser
 
