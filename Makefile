@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install dev test lint pytest bench lock clean typing-map
+.PHONY: install dev test lint pytest bench bench-smoke lock clean typing-map
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -37,9 +37,14 @@ lint: $(STAMP) typing-map
 pytest: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-## Submit latency and end-to-end throughput of `lg-deploy dev` (figures, not a test).
+## The benchmarks on the real stack (local PostgreSQL and Redis): figures, not a test.
+## BENCHMARKS.md says what each means; the figures are also written to .lg-deploy/bench.json.
 bench: $(STAMP)
-	$(BIN)/python bench/bench_dev.py
+	$(BIN)/python -m bench
+
+## Every benchmark with tiny sizes, as CI runs it, so that none of them rots.
+bench-smoke: $(STAMP)
+	$(BIN)/python -m bench --smoke
 
 ## Pin every package the images install (the wheel's dependencies and its build backend) in
 ## constraints.txt, resolved for Linux and Python 3.11 like the images, wheels only.

@@ -33,14 +33,34 @@ def free_port() -> int:
         return port
 
 
-def poll(condition: Callable[[], Any], timeout: float = 30, what: str = "the condition") -> Any:
-    """Call ``condition`` until it returns something truthy, and return that."""
+def poll(
+    condition: Callable[[], Any],
+    timeout: float = 30,
+    what: str = "the condition",
+    interval: float = 0.02,
+) -> Any:
+    """Call ``condition`` every ``interval`` seconds until it returns something truthy,
+    and return that."""
     deadline = time.monotonic() + timeout
     while not (result := condition()):
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not reached in {timeout} s")
-        time.sleep(0.02)
+        time.sleep(interval)
     return result
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process and its waited-for children (/proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / _CLOCK_TICKS
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process (/proc: VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0  # a zombie has no memory left
 
 
 class Process:
@@ -94,8 +114,10 @@ class Process:
 
     def cpu_seconds(self) -> float:
         """User and system CPU time of the process and its waited-for children (/proc)."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return sum(int(f) for f in fields[11:15]) / _CLOCK_TICKS
+        return cpu_seconds(self.pid)
+
+    def rss_bytes(self) -> int:
+        return rss_bytes(self.pid)
 
     def log_tail(self, lines: int = 40) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -180,9 +202,16 @@ class Fleet:
         return server.wait_ready()
 
     def worker(self, **env: str) -> Worker:
-        worker = Worker(self._log("worker"), {**self.env, **env})
-        self.processes.append(worker.start())
-        return worker.wait_ready()
+        [worker] = self.start_workers(1, **env)
+        return worker
+
+    def start_workers(self, count: int, **env: str) -> list[Worker]:
+        """``count`` more workers, all started before the first is waited for (they
+        start side by side: faster than one by one)."""
+        started = [Worker(self._log("worker"), {**self.env, **env}) for _ in range(count)]
+        for worker in started:
+            self.processes.append(worker.start())
+        return [worker.wait_ready() for worker in started]
 
     @property
     def workers(self) -> list[Worker]:

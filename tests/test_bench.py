@@ -1,0 +1,115 @@
+"""The benchmarks keep working: their smoke run and their round-trip counting. Figures are
+reported, never asserted (BENCHMARKS.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+import psycopg
+import pytest
+import redis
+
+from bench.proxy import Proxies
+from bench.stack import address, with_address
+from tests.conftest import ROOT, PgAdmin
+
+FIGURES = [
+    "limit.executions_per_s",
+    "limit.cpu_ms.in_process",
+    "end_to_end.0.executions_per_s",
+    "end_to_end.0.ratio_to_limit",
+    "end_to_end.0.cpu_ms.workers",
+    "end_to_end.1.executions_per_s",
+    "round_trips.per_execution.postgres",
+    "round_trips.per_execution.worker_checkpointer",
+    "round_trips.per_execution.redis",
+    "round_trips.idle_per_s.redis",
+    "submit.0.p50_ms",
+    "submit.1.p99_ms",
+    "submit.1.submissions_per_s",
+    "pickup.idle.p50_ms",
+    "pickup.under_load.p99_ms",
+    "io_bound.ratio",
+    "memory.rss_mb",
+    "memory.slope_kb_per_1000",
+    "history.0.executions_per_s",
+    "history.1.cpu_ms.postgres",
+    "history.1.list_p50_ms",
+    "thread.new.ms_per_execution",
+    "thread.busy.cpu_ms.postgres",
+]
+
+
+def figure(figures: dict[str, object], path: str) -> object:
+    found: object = figures
+    for key in path.split("."):
+        found = found[int(key)] if isinstance(found, list) else found[key]  # type: ignore[index]
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.timeout(300)
+def test_smoke_run_reports_every_figure(pg_admin: PgAdmin, redis_url: str, tmp_path: Path) -> None:
+    """`python -m bench --smoke` runs every scenario on the real stack and reports every figure."""
+    out = tmp_path / "bench.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert "end to end, 1 worker(s)" in run.stdout
+    figures = json.loads(out.read_text())["figures"]
+    missing = [path for path in FIGURES if not isinstance(figure(figures, path), int | float)]
+    assert missing == []
+    assert [level["clients"] for level in figures["submit"]] == [1, 4]
+    assert [row["executions_in_store"] for row in figures["history"]] == [0, 1000]
+    per_execution = figures["round_trips"]["per_execution"]
+    for part in ("api_postgres", "worker_store", "worker_checkpointer", "api_redis"):
+        assert per_execution[part] > 0, part
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_proxies_count_round_trips_not_messages(pg_admin: PgAdmin, redis_url: str) -> None:
+    """The proxies count a pipeline as one round trip, a prepared asyncpg statement as two."""
+    proxies = Proxies()
+    try:
+        pg = proxies.open("pg", "postgres", address(pg_admin.conninfo))
+        cache = proxies.open("redis", "redis", address(redis_url))
+        url = with_address(pg_admin.conninfo, pg)
+
+        async def with_asyncpg() -> None:
+            conn = await asyncpg.connect(url)
+            await conn.fetchval("SELECT 1")  # Parse+Describe+Flush, then Bind+Execute+Sync
+            await conn.fetchval("SELECT 1")  # prepared: Bind+Execute+Sync
+            await conn.close()
+
+        asyncio.run(with_asyncpg())
+        with psycopg.connect(url, autocommit=True) as conn, conn.pipeline():
+            conn.execute("SELECT 1")
+            conn.execute("SELECT 2")
+        client = redis.Redis.from_url(with_address(redis_url, cache))
+        with client.pipeline(transaction=False) as pipe:
+            pipe.ping()
+            pipe.ping()
+            pipe.execute()
+        client.close()
+        counts = proxies.counts()
+    finally:
+        proxies.close()
+    assert counts["pg"].round_trips == {"asyncpg": 3, "psycopg": 1}
+    assert counts["pg"].statements == {"asyncpg SELECT": 2, "psycopg SELECT": 2}
+    assert counts["pg"].connections == {"asyncpg": 1, "psycopg": 1}
+    assert counts["redis"].statements["redis PING"] == 2
+    assert counts["redis"].round_trips["redis"] < counts["redis"].statements.total()
