@@ -32,7 +32,7 @@ typing-map:
 lint: $(STAMP) typing-map
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy -p lg_deploy -p tests -p observability
+	$(BIN)/mypy -p lg_deploy -p tests -p observability -p bench
 
 pytest: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

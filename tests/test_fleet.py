@@ -99,7 +99,7 @@ def test_sigkill_a_worker_mid_execution_another_resumes_from_the_checkpoint(
     victim.signal(signal.SIGKILL)
     victim.wait(10)
     # Lease 2 s and a reconciler every 0.5 s; ARQ alone would wait out its job timeout.
-    # (bench/bench_fleet.py measures the recovery time.)
+    # (python -m bench --only recovery measures the recovery time.)
     poll(lambda: record(api, execution_id)["attempts"] == 2, timeout=20, what="a second attempt")
     done = wait(api, execution_id)
     assert done["status"] == "COMPLETED"
