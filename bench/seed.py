@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from lg_deploy.core.models import Execution, utcnow
+from lg_deploy.core.models import Execution, ExecutionTable, utcnow
 from lg_deploy.core.states import Status
 
 # Seeded ids are shaped like UUIDv7 ids from 2020, so they sort before every real one.
@@ -34,7 +34,7 @@ def _insert(first: int, last: int, thread_id: str | None) -> sa.Insert:
         started_at=now,
         finished_at=now,
     )
-    table = Execution.__table__  # type: ignore[attr-defined]
+    table = ExecutionTable.__table__  # type: ignore[attr-defined]
     n = sa.func.generate_series(first, last).table_valued("n").render_derived()
     varied: dict[str, Any] = {
         "execution_id": sa.cast(

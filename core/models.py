@@ -49,22 +49,10 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         return value
 
 
-class Execution(SQLModel, table=True):
-    __tablename__ = "executions"
-    __table_args__ = (
-        sa.Index("ix_executions_status_id", "status", "execution_id"),
-        sa.Index("ix_executions_graph_id_id", "graph_id", "execution_id"),
-        sa.Index("ix_executions_thread_id_id", "thread_id", "execution_id"),
-        sa.Index("ix_executions_status_queued_at", "status", "queued_at"),
-        # Invariant 5: at most one RUNNING execution per thread, enforced by the database.
-        sa.Index(
-            "ux_executions_running_thread",
-            "thread_id",
-            unique=True,
-            sqlite_where=sa.text("status = 'RUNNING'"),
-            postgresql_where=sa.text("status = 'RUNNING'"),
-        ),
-    )
+class Execution(SQLModel):
+    """An execution as the store reads and writes it: a plain model, cheap to build (an
+    instance of the table class below pays for SQLAlchemy's attribute instrumentation on
+    every field it sets)."""
 
     execution_id: uuid.UUID = Field(primary_key=True)
     graph_id: str = Field(max_length=200)
@@ -114,3 +102,33 @@ class Execution(SQLModel, table=True):
     @property
     def attempts_used(self) -> int:
         return self.attempt - self.handbacks
+
+
+class ExecutionTable(Execution, table=True):
+    """The executions table, described by the same fields: the store's statements and the
+    migrations are made from it; nothing builds instances of it."""
+
+    __tablename__ = "executions"
+    __table_args__ = (
+        sa.Index("ix_executions_status_id", "status", "execution_id"),
+        sa.Index("ix_executions_graph_id_id", "graph_id", "execution_id"),
+        sa.Index("ix_executions_thread_id_id", "thread_id", "execution_id"),
+        sa.Index("ix_executions_status_queued_at", "status", "queued_at"),
+        # The queued executions of a thread (a claim waits for older ones, a finish reads the
+        # next): a partial index, so a thread's finished history is never scanned.
+        sa.Index(
+            "ix_executions_queued_thread",
+            "thread_id",
+            "execution_id",
+            sqlite_where=sa.text("status = 'QUEUED'"),
+            postgresql_where=sa.text("status = 'QUEUED'"),
+        ),
+        # Invariant 5: at most one RUNNING execution per thread, enforced by the database.
+        sa.Index(
+            "ux_executions_running_thread",
+            "thread_id",
+            unique=True,
+            sqlite_where=sa.text("status = 'RUNNING'"),
+            postgresql_where=sa.text("status = 'RUNNING'"),
+        ),
+    )

@@ -52,14 +52,16 @@ class Settings(BaseSettings):
         default="lg-deploy:queue", description="Redis key of the queue (one per deployment)."
     )
     queue_poll_s: float = Field(
-        default=0.05, gt=0, description="How often an idle worker looks for new work (Redis)."
+        default=1.0,
+        gt=0,
+        description="How often an idle worker looks at the queue without being woken (Redis): "
+        "enqueueing wakes idle workers at once; this only covers a lost wake-up.",
     )
     queue_read_limit: int = Field(
         default=1000,
         ge=1,
-        description="Jobs a worker reads from the head of the queue per poll (Redis). Running "
-        "jobs stay at the head, so keep it above the executions running fleet-wide "
-        "(workers x concurrency), or idle workers see no new work.",
+        description="Most jobs a worker takes from the queue in one round trip (Redis); it "
+        "never takes more than it has free slots.",
     )
     max_queue_depth: int = Field(
         default=10000,

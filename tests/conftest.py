@@ -138,14 +138,14 @@ def unique_queue_name() -> str:
 
 
 def drop_queue(url: str, name: str) -> None:
-    """Delete a test queue and the ARQ jobs still waiting in it."""
+    """Delete a test queue, the job records still waiting in it, and its marks."""
     import redis
 
     client = redis.Redis.from_url(url)
     try:
         members: list[bytes] = client.zrange(name, 0, -1)  # type: ignore[assignment]
-        jobs = [j.decode() for j in members]
-        keys = [name, *(f"arq:job:{j}" for j in jobs), *(f"arq:in-progress:{j}" for j in jobs)]
+        keys = [name, *(f"arq:job:{j.decode()}" for j in members)]
+        keys += [k.decode() for k in client.scan_iter(match=f"{name}:*")]
         client.delete(*keys)
     finally:
         client.close()

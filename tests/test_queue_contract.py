@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -155,50 +155,53 @@ async def test_redis_attempt_n_replaces_the_job_of_attempt_n_minus_1(redis_url: 
         await queue.close()
 
 
-async def test_redis_revive_frees_a_job_a_dead_worker_left_in_progress(redis_url: str) -> None:
-    """A job whose in-progress mark outlived its worker (killed between taking the job and
-    claiming the execution) is delivered again once the reconciler revives it."""
+async def test_redis_revive_tells_a_held_job_from_a_lost_one(redis_url: str) -> None:
+    """A job taken by a worker counts as held for a while (its worker is claiming it: no
+    second delivery); once its mark has lapsed (the worker died before claiming) revive
+    says so, and enqueueing it again delivers it again."""
     import redis.asyncio as aioredis
 
-    queue = RedisQueue(redis_url, queue_name=unique_queue_name(), poll_delay_s=0.02)
-    execution_id = uuid.uuid4()
+    name = unique_queue_name()
+    queue = RedisQueue(redis_url, queue_name=name, poll_delay_s=0.02)
     client = aioredis.Redis.from_url(redis_url)
+    execution_id = uuid.uuid4()
     try:
         await queue.enqueue(execution_id, attempt=1)
-        # What ARQ's worker sets when it takes a job (arq.constants.in_progress_key_prefix).
-        await client.set(f"arq:in-progress:{execution_id}:1", b"1", ex=3600)
+        dead = Recorder()  # takes the job and claims nothing, as a worker that died
+        async with serving(queue, dead, concurrency=1):
+            await eventually(lambda: dead.seen == [execution_id])
+            assert await queue.revive(execution_id, attempt=1)  # taken a moment ago: held
+            assert await client.zcard(name) == 0  # out of the line
+            marks = [k async for k in client.scan_iter(match=f"{name}:taken:*")]
+            assert len(marks) == 1
+            await client.delete(*marks)  # the mark lapses, as it does 30 s on
+            assert not await queue.revive(execution_id, attempt=1)
         recorder = Recorder()
+        await queue.enqueue(execution_id, attempt=1)
         async with serving(queue, recorder, concurrency=1):
-            await asyncio.sleep(0.3)
-            assert recorder.seen == []  # stuck behind the stale mark
-            assert await queue.revive(execution_id, attempt=1)
             await eventually(lambda: recorder.seen == [execution_id])
     finally:
         await client.aclose()
         await queue.close()
+        drop_queue(redis_url, name)
 
 
-async def test_redis_revive_leaves_a_job_a_live_worker_holds(redis_url: str) -> None:
-    """The reconciler's revive of an execution whose job a worker took a moment ago (it is
-    claiming it right now) leaves the job alone: ARQ never starts it a second time."""
-    import redis.asyncio as aioredis
+def delivered(recorder: Recorder, count: int) -> Callable[[], bool]:
+    return lambda: len(recorder.seen) == count
 
+
+async def test_redis_wakes_an_idle_worker_at_once(redis_url: str) -> None:
+    """An idle worker that looks at the queue only every 30 s still gets a new job at once:
+    the enqueue wakes it."""
     name = unique_queue_name()
-    queue = RedisQueue(redis_url, queue_name=name)
-    execution_id = uuid.uuid4()
-    job = f"{execution_id}:1"
-    client = aioredis.Redis.from_url(redis_url)
+    queue = RedisQueue(redis_url, queue_name=name, poll_delay_s=30)
     try:
-        await queue.enqueue(execution_id, attempt=1)
-        # A worker took the job just now: ARQ's in-progress mark, with its full lifetime.
-        await client.zrem(name, job)
-        await client.set(f"arq:in-progress:{job}", b"1", px=queue.in_progress_ms)
-        assert await queue.revive(execution_id, attempt=1)  # held, so not lost
-        assert await client.exists(f"arq:in-progress:{job}") == 1
-        assert await client.zscore(name, job) is None  # not back in line
+        recorder = Recorder()
+        async with serving(queue, recorder, concurrency=2):
+            for count in range(1, 4):
+                await queue.enqueue(uuid.uuid4())
+                await eventually(delivered(recorder, count), timeout=5)
     finally:
-        await client.delete(f"arq:job:{job}", f"arq:in-progress:{job}")
-        await client.aclose()
         await queue.close()
         drop_queue(redis_url, name)
 
@@ -218,8 +221,9 @@ class Exploit:
 async def test_redis_jobs_are_json_and_a_pickle_is_never_loaded(
     redis_url: str, tmp_path: Any
 ) -> None:
-    """A job on Redis is JSON holding the execution id alone; a pickled job planted in the
-    queue is dropped without being unpickled (no code runs) and reaches no handler."""
+    """A job on Redis is ARQ's record as JSON, holding the execution id alone; a pickled
+    job planted in the queue is dropped without being read (no code runs) and reaches no
+    handler."""
     import pickle
 
     import redis.asyncio as aioredis

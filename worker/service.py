@@ -35,7 +35,7 @@ from lg_deploy.worker.leases import LeaseKeeper
 from lg_deploy.worker.loop_watch import Culprit, LoopWatch
 from lg_deploy.worker.resume import EXECUTION_ID_KEY
 from lg_deploy.worker.retries import RetryPolicy
-from lg_deploy.worker.runner import Durability, Limits, Runner, StopReason, delay_until
+from lg_deploy.worker.runner import Durability, Limits, Runner, StopReason
 
 log = logging.getLogger("lg_deploy.worker")
 
@@ -230,9 +230,7 @@ class WorkerService:
         lost = [
             waiting
             for waiting in batch
-            if not await self.queue.revive(
-                waiting.execution_id, attempt=waiting.attempt, delay_s=delay_until(waiting)
-            )
+            if not await self.queue.revive(waiting.execution_id, attempt=waiting.attempt)
         ]
         still = await self.store.with_status([w.execution_id for w in lost], [Status.QUEUED])
         for waiting in lost:

@@ -14,7 +14,7 @@ def open_queue(
     url: str,
     *,
     name: str = "lg-deploy:queue",
-    poll_delay_s: float = 0.05,
+    poll_delay_s: float = 1.0,
     read_limit: int = 1000,
 ) -> Queue:
     """The queue for ``url``; the caller closes it. Nothing connects before first use."""

@@ -29,11 +29,11 @@ class Queue(Protocol):
         """Ask a worker to run ``execution_id``; ``attempt`` tells deliveries apart.
         Enqueueing what already waits is a no-op."""
 
-    async def revive(self, execution_id: uuid.UUID, *, attempt: int, delay_s: float = 0) -> bool:
-        """The execution has waited too long (the reconciler's call): put its job back in
-        line unless a live worker holds it, clearing what a dead one left. False when there
-        is no job at all (lost, or already done): the caller checks the store before
-        enqueueing again, so that a job is never started twice."""
+    async def revive(self, execution_id: uuid.UUID, *, attempt: int) -> bool:
+        """The execution has waited too long (the reconciler's call): True while its job
+        waits in line or a worker took it a moment ago; False when there is no job (lost,
+        or taken by a worker that died): the caller checks the store, then enqueues it
+        again, so that a job is never started twice."""
 
     async def depth(self) -> int:
         """Ids waiting to be picked up."""

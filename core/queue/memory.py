@@ -32,7 +32,7 @@ class MemoryQueue:
             timer.cancel()
         self._timers.clear()
 
-    async def revive(self, execution_id: uuid.UUID, *, attempt: int, delay_s: float = 0) -> bool:
+    async def revive(self, execution_id: uuid.UUID, *, attempt: int) -> bool:
         return execution_id in self._waiting
 
     async def enqueue(

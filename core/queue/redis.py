@@ -1,22 +1,28 @@
-"""``redis://``: ARQ on Redis, for a fleet of API and worker processes.
+"""``redis://``: a shared queue on Redis, for a fleet of API and worker processes.
 
-What we rely on ARQ for is small: a shared, delayed queue of execution ids and a worker
-loop with bounded concurrency. Its traps (docs/architecture.md, "The fleet on ARQ") are
-closed here:
+Jobs are written in ARQ's format (a sorted set of job ids scored by when they are due,
+and an ``arq:job:<id>`` key holding ARQ's job record, serialized as JSON, never pickle),
+so ARQ's tools can read the queue. lg-deploy consumes it itself, with two atomic scripts
+instead of ARQ's worker: ARQ spent about fourteen Redis round trips per job (a WATCH and
+MULTI/EXEC to start it, tried again for every job still running at the head of the
+queue, another pipeline to finish it) and polled every 50 ms. Here:
 
-- JSON on both ends, never pickle; the payload is the execution id alone.
-- One ARQ job id per attempt (``<execution id>:<attempt>``) and ``keep_result=0``, so a
-  re-enqueue is never blocked by an old job or result, and enqueueing an id that already
-  waits is a no-op (ARQ refuses a job id whose key exists).
-- A per-worker health-check key; ``queue_read_limit`` sized for the fleet.
-- Our handler never raises and the worker has no hooks, so no job can kill the process;
-  a Redis disconnect ends ARQ's loop, and ``serve`` starts it again with backoff.
-- When attempt ``n`` is enqueued, the job of attempt ``n - 1`` is taken off the queue:
-  the job of a SIGKILLed worker would otherwise sit at the head of the queue until its
-  in-progress key expires (the whole job timeout).
-- The reconciler's revive puts back in line only a job nobody holds: a job a live worker
-  took keeps its in-progress key, so ARQ never starts it twice.
-- Cancellation goes through the store; a pub/sub message only makes it fast.
+- enqueueing is one script, one round trip: the job record, its place in line, and a
+  wake-up on a pub/sub channel that idle workers wait on (no polling: an idle worker
+  asks Redis once a second, or when a delayed job falls due). It answers the queue's
+  depth, which the API's backpressure check reuses for a moment.
+- taking is one script for a batch of due jobs: out of the line, their records deleted,
+  a short "taken" mark left for the reconciler.
+- the payload is the execution id alone, and the job id is ``<execution id>:<attempt>``:
+  enqueueing what already waits is a no-op, and enqueueing attempt ``n`` removes the job
+  of attempt ``n - 1`` (the job of a worker that died).
+- a job is out of the queue once taken. If its worker dies before claiming the
+  execution, the reconciler finds the execution QUEUED with no job and enqueues it again
+  (``revive``); while the "taken" mark lives (30 s) the job counts as held, so a live
+  worker's claim is never doubled.
+- the handler runs each execution in a task of its own: a Redis outage never stops a
+  graph; the lease and the store, not the queue, say who owns an execution.
+- cancellation goes through the store; a pub/sub message only makes it fast.
 """
 
 from __future__ import annotations
@@ -25,17 +31,14 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
-import socket
+import math
 import time
 import uuid
-import warnings
 from collections.abc import AsyncIterator
 from typing import Any
 
-from arq import create_pool
-from arq.connections import ArqRedis, RedisSettings
-from arq.worker import Worker, func
+import redis.asyncio as aioredis
+from arq.jobs import serialize_job
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
@@ -45,29 +48,50 @@ from lg_deploy.core.queue.base import Handler, Topic
 log = logging.getLogger("lg_deploy.queue")
 
 JOB_FUNCTION = "run_execution"
-# ARQ's own key prefixes (arq.constants), used only to drop a superseded attempt's job.
-_ARQ_JOB_KEY = "arq:job:"
-_ARQ_IN_PROGRESS_KEY = "arq:in-progress:"
-
-
-# A job a worker took this long ago and never finished is stranded (the worker died between
-# taking it and claiming its execution); a younger one is left alone: its worker is busy
-# claiming it right now, and reviving it would start the same job twice.
+# ARQ's key prefix for job records (arq.constants.job_key_prefix).
+JOB_KEY = "arq:job:"
+# A job record outlives its due time by a day, as ARQ's do.
+_JOB_EXPIRES_MS = 24 * 3600 * 1000
+# How long a taken job counts as held by its worker: far longer than a claim takes, and
+# the reconciler enqueues an execution only once it has waited longer than its interval.
 STRANDED_AFTER_S = 30.0
-# Put a job that waits too long back in line, atomically: leave it if a worker holds it
-# (in-progress key younger than ARGV[3] ms, given its full TTL ARGV[4] ms); otherwise drop
-# a stranded in-progress key and, if the job still exists, queue it again (ZADD NX keeps a
-# job that is already in line where it is). Returns 1 when the job is held or in line, 0
-# when there is no such job.
-_REVIVE = """
-local ttl = redis.call('PTTL', KEYS[3])
-if ttl > 0 and tonumber(ARGV[4]) - ttl < tonumber(ARGV[3]) then return 1 end
-if ttl ~= -2 then redis.call('DEL', KEYS[3]) end
-if redis.call('EXISTS', KEYS[2]) == 1 then
-    redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1])
-    return 1
+# How often an idle worker looks at the queue when no wake-up came (a lost message, a
+# job that fell due).
+IDLE_POLL_S = 1.0
+# How long the queue depth an enqueue answered stands in for asking again.
+DEPTH_FRESH_S = 0.5
+
+# KEYS: queue, job record, superseded job record, wake channel.
+# ARGV: job id, due (ms), record, record lifetime (ms), superseded job id or "".
+_ENQUEUE = """
+if ARGV[5] ~= '' then
+    redis.call('ZREM', KEYS[1], ARGV[5])
+    redis.call('DEL', KEYS[3])
 end
-return 0
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+    redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
+    redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+    redis.call('PUBLISH', KEYS[4], ARGV[2])
+end
+return redis.call('ZCARD', KEYS[1])
+"""
+# KEYS: queue. ARGV: now (ms), how many, taken mark lifetime (ms), taken prefix, job prefix.
+# Returns the ids taken and when the next job falls due (false when none waits).
+_TAKE = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, id in ipairs(ids) do
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('DEL', ARGV[5] .. id)
+    redis.call('SET', ARGV[4] .. id, '1', 'PX', ARGV[3])
+end
+local next = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {ids, next[2] or false}
+"""
+# KEYS: queue, taken mark. ARGV: job id. 1 when the job waits in line or was taken a
+# moment ago, 0 when there is none.
+_REVIVE = """
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 1 end
+return redis.call('EXISTS', KEYS[2])
 """
 
 
@@ -75,24 +99,20 @@ def _dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
 
-def _loads(data: bytes) -> Any:
-    return json.loads(data)
-
-
 def job_id(execution_id: uuid.UUID, attempt: int) -> str:
     return f"{execution_id}:{attempt}"
 
 
 class RedisQueue:
-    """The ARQ-backed queue. It owns the connections it opens and closes them in ``close``."""
+    """The Redis-backed queue. It owns the connections it opens and closes them in
+    ``close``."""
 
     def __init__(
         self,
         url: str,
         *,
         queue_name: str = "lg-deploy:queue",
-        job_timeout_s: float = 8 * 24 * 3600,
-        poll_delay_s: float = 0.05,
+        poll_delay_s: float = IDLE_POLL_S,
         queue_read_limit: int = 1000,
         connect_timeout_s: float = 2.0,
         op_timeout_s: float = 5.0,
@@ -103,42 +123,36 @@ class RedisQueue:
             "cancelled": f"{queue_name}:cancel",
             "settled": f"{queue_name}:settled",
         }
-        self.job_timeout_s = job_timeout_s
+        self.wake_channel = f"{queue_name}:wake"
+        self.taken_prefix = f"{queue_name}:taken:"
         self.poll_delay_s = poll_delay_s
         self.queue_read_limit = queue_read_limit
+        self.connect_timeout_s = connect_timeout_s
         self.op_timeout_s = op_timeout_s
-        self.settings = RedisSettings.from_dsn(url)
-        self.settings.conn_timeout = max(1, int(connect_timeout_s))
-        self.settings.conn_retries = 0
-        self._pool: ArqRedis | None = None
-        self._revive_script: AsyncScript | None = None
-        # ARQ's in-progress key lives for the job timeout plus 10 s (arq.worker).
-        self.in_progress_ms = int((job_timeout_s + 10) * 1000)
-        self._lock = asyncio.Lock()
-        self._executions: set[asyncio.Future[None]] = set()
+        self._client: aioredis.Redis | None = None
+        self._scripts: dict[str, AsyncScript] = {}
+        self._depth: tuple[int, float] | None = None  # (depth, when by the monotonic clock)
 
-    async def _connection(self) -> ArqRedis:
-        if self._pool is None:
-            async with self._lock:
-                if self._pool is None:
-                    try:
-                        self._pool = await create_pool(
-                            self.settings,
-                            default_queue_name=self.queue_name,
-                            job_serializer=_dumps,
-                            job_deserializer=_loads,
-                        )
-                    except (RedisError, OSError) as exc:
-                        raise BackendUnavailable("queue", _short(exc)) from exc
-        return self._pool
+    def _connection(self) -> aioredis.Redis:
+        if self._client is None:
+            self._client = aioredis.Redis.from_url(
+                self.url,
+                socket_connect_timeout=self.connect_timeout_s,
+                health_check_interval=30,
+            )
+            self._scripts = {
+                name: self._client.register_script(source)
+                for name, source in (("enqueue", _ENQUEUE), ("take", _TAKE), ("revive", _REVIVE))
+            }
+        return self._client
 
     @contextlib.asynccontextmanager
-    async def _redis(self, *, timeout: bool = True) -> AsyncIterator[ArqRedis]:
-        """The pool; Redis failures become ``BackendUnavailable``, and so does a Redis
+    async def _redis(self, *, timeout: bool = True) -> AsyncIterator[aioredis.Redis]:
+        """The client; Redis failures become ``BackendUnavailable``, and so does a Redis
         that stops answering for ``op_timeout_s`` (redis-py waits forever by default)."""
         try:
             async with asyncio.timeout(self.op_timeout_s if timeout else None):
-                yield await self._connection()
+                yield self._connection()
         except TimeoutError as exc:
             raise BackendUnavailable("queue", "no answer in time") from exc
         except (RedisError, OSError) as exc:
@@ -149,48 +163,50 @@ class RedisQueue:
             await redis.ping()
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.aclose(close_connection_pool=True)
-            self._pool = None
-            self._revive_script = None
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
 
     async def enqueue(
         self, execution_id: uuid.UUID, *, attempt: int = 0, delay_s: float = 0
     ) -> None:
         job = job_id(execution_id, attempt)
+        now = time.time()
+        now_ms = int(now * 1000)
+        due_ms = math.ceil((now + max(delay_s, 0)) * 1000)  # never a millisecond early
+        record = serialize_job(JOB_FUNCTION, (str(execution_id),), {}, 1, now_ms, serializer=_dumps)
+        superseded = job_id(execution_id, attempt - 1) if attempt > 0 else ""
         async with self._redis() as redis:
-            await redis.enqueue_job(
-                JOB_FUNCTION,
-                str(execution_id),
-                _job_id=job,
-                _defer_by=delay_s if delay_s > 0 else None,
+            depth = await self._scripts["enqueue"](
+                keys=[
+                    self.queue_name,
+                    JOB_KEY + job,
+                    JOB_KEY + superseded,
+                    self.wake_channel,
+                ],
+                args=[job, due_ms, record, due_ms - now_ms + _JOB_EXPIRES_MS, superseded],
+                client=redis,
             )
-            if attempt > 0:
-                superseded = job_id(execution_id, attempt - 1)
-                async with redis.pipeline(transaction=True) as pipe:
-                    pipe.zrem(self.queue_name, superseded)
-                    pipe.delete(_ARQ_JOB_KEY + superseded, _ARQ_IN_PROGRESS_KEY + superseded)
-                    await pipe.execute()
+        self._depth = (int(depth), time.monotonic())
 
-    async def revive(self, execution_id: uuid.UUID, *, attempt: int, delay_s: float = 0) -> bool:
+    async def revive(self, execution_id: uuid.UUID, *, attempt: int) -> bool:
         job = job_id(execution_id, attempt)
-        score_ms = int((time.time() + max(delay_s, 0)) * 1000)
         async with self._redis() as redis:
-            found = await self._revive(redis)(
-                keys=[self.queue_name, _ARQ_JOB_KEY + job, _ARQ_IN_PROGRESS_KEY + job],
-                args=[job, score_ms, int(STRANDED_AFTER_S * 1000), self.in_progress_ms],
+            held = await self._scripts["revive"](
+                keys=[self.queue_name, self.taken_prefix + job], args=[job], client=redis
             )
-        return bool(found)
-
-    def _revive(self, redis: ArqRedis) -> AsyncScript:
-        if self._revive_script is None:
-            self._revive_script = redis.register_script(_REVIVE)
-        return self._revive_script
+        return bool(held)
 
     async def depth(self) -> int:
-        """Jobs in ARQ's queue: waiting, deferred and running."""
+        """Jobs waiting, deferred ones included (a retry's backoff). What an enqueue of this
+        process answered within the last half second stands in for asking again: the
+        API's backpressure check costs no round trip of its own under load."""
+        if self._depth is not None and time.monotonic() - self._depth[1] < DEPTH_FRESH_S:
+            return self._depth[0]
         async with self._redis() as redis:
-            return int(await redis.zcard(self.queue_name))
+            depth = int(await redis.zcard(self.queue_name))
+        self._depth = (depth, time.monotonic())
+        return depth
 
     async def publish(self, topic: Topic, execution_id: uuid.UUID) -> None:
         async with self._redis() as redis:
@@ -198,97 +214,133 @@ class RedisQueue:
 
     @contextlib.asynccontextmanager
     async def subscribe(self, topic: Topic) -> AsyncIterator[AsyncIterator[uuid.UUID]]:
+        async with self._channel(self.channels[topic]) as messages:
+
+            async def notices() -> AsyncIterator[uuid.UUID]:
+                async for data in messages:
+                    with contextlib.suppress(ValueError):
+                        yield uuid.UUID(data.decode())
+
+            yield notices()
+
+    @contextlib.asynccontextmanager
+    async def _channel(self, channel: str) -> AsyncIterator[AsyncIterator[bytes]]:
+        """The messages of ``channel``, subscribed on entry."""
         async with self._redis() as redis:
             pubsub = redis.pubsub()
-            await pubsub.subscribe(self.channels[topic])
+            await pubsub.subscribe(channel)
 
-        async def notices() -> AsyncIterator[uuid.UUID]:
+        async def messages() -> AsyncIterator[bytes]:
             try:
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message is not None:
-                        with contextlib.suppress(ValueError):
-                            yield uuid.UUID(message["data"].decode())
+                        yield message["data"]
             except (RedisError, OSError) as exc:
                 raise BackendUnavailable("queue", _short(exc)) from exc
 
         try:
-            yield notices()
+            yield messages()
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
 
     async def serve(self, handler: Handler, *, concurrency: int, stop: asyncio.Event) -> None:
-        """Run an ARQ worker until ``stop``; when Redis drops it, start another."""
+        """Take due jobs while slots are free, until ``stop``; then return once the
+        executions in flight have returned. A Redis outage pauses the taking, never an
+        execution."""
+        running: set[asyncio.Future[None]] = set()
+        freed = asyncio.Event()
+        wake = asyncio.Event()
+        listening = asyncio.create_task(self._listen_for_work(wake, stop))
         delay = 0.5
+
+        def finished(task: asyncio.Future[None]) -> None:
+            running.discard(task)
+            freed.set()
+
+        try:
+            while not stop.is_set():
+                free = concurrency - len(running)
+                if free <= 0:
+                    freed.clear()
+                    await _first(stop.wait(), freed.wait())
+                    continue
+                wake.clear()
+                try:
+                    taken, next_due_ms = await self._take(min(free, self.queue_read_limit))
+                    delay = 0.5
+                except BackendUnavailable as exc:
+                    log.warning("cannot take work from the queue (%s); again in %.1f s", exc, delay)
+                    await _sleep_until(stop, delay)
+                    delay = min(delay * 2, 10.0)
+                    continue
+                for execution_id in taken:
+                    task = asyncio.ensure_future(handler(execution_id))
+                    running.add(task)
+                    task.add_done_callback(finished)
+                if taken:
+                    continue  # more may be due now
+                wait_s = self.poll_delay_s
+                if next_due_ms is not None:
+                    wait_s = min(wait_s, max(next_due_ms / 1000 - time.time(), 0.0))
+                await _first(stop.wait(), wake.wait(), asyncio.sleep(wait_s))
+        finally:
+            listening.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listening
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
+
+    async def _take(self, count: int) -> tuple[list[uuid.UUID], float | None]:
+        if count <= 0:
+            return [], None
+        async with self._redis() as redis:
+            ids, next_due = await self._scripts["take"](
+                keys=[self.queue_name],
+                args=[
+                    int(time.time() * 1000),
+                    count,
+                    int(STRANDED_AFTER_S * 1000),
+                    self.taken_prefix,
+                    JOB_KEY,
+                ],
+                client=redis,
+            )
+        taken = []
+        for job in ids:
+            try:
+                taken.append(uuid.UUID(job.decode().rsplit(":", 1)[0]))
+            except ValueError:  # not lg-deploy's: dropped, never read
+                log.warning("dropped a job that is not an execution: %r", job[:100])
+        return taken, float(next_due) if next_due else None
+
+    async def _listen_for_work(self, wake: asyncio.Event, stop: asyncio.Event) -> None:
+        """Set ``wake`` whenever a job is enqueued anywhere; the taking loop's periodic
+        look covers a subscription lost to a Redis outage."""
         while not stop.is_set():
-            worker = self._worker(handler, concurrency)
-            running = asyncio.create_task(worker.async_run())
-            stopping = asyncio.create_task(stop.wait())
-            await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
-            if stop.is_set():
-                await self._drain(worker, running)
-                return
-            exc = running.exception() if not running.cancelled() else None
-            log.warning("queue worker stopped (%s); starting again in %.1f s", _short(exc), delay)
-            await _close_worker(worker)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=delay)
-            delay = min(delay * 2, 10.0)
-
-    def _worker(self, handler: Handler, concurrency: int) -> Worker:
-        async def run_execution(ctx: dict[str, Any], execution_id: str) -> None:
-            # The execution runs in a task of its own: when ARQ cancels its job (Redis
-            # dropped and this ARQ worker is replaced), the graph goes on; the lease and
-            # the store, not ARQ, say who owns it.
-            task = asyncio.ensure_future(handler(uuid.UUID(execution_id)))
-            self._executions.add(task)
-            task.add_done_callback(self._executions.discard)
-            await asyncio.shield(task)
-
-        return Worker(
-            functions=[func(run_execution, name=JOB_FUNCTION)],
-            queue_name=self.queue_name,
-            redis_settings=self.settings,
-            handle_signals=False,
-            max_jobs=concurrency,
-            job_timeout=self.job_timeout_s,
-            keep_result=0,
-            poll_delay=self.poll_delay_s,
-            queue_read_limit=self.queue_read_limit,
-            # Our handler returns normally, even for failed executions; a job retried by
-            # ARQ after a crash only finds its execution claimed by the reconciler's retry.
-            max_tries=1000,
-            health_check_interval=10,
-            health_check_key=f"{self.queue_name}:health-check:{_process_name()}",
-            job_serializer=_dumps,
-            job_deserializer=_loads,
-            log_results=False,
-        )
-
-    async def _drain(self, worker: Worker, running: asyncio.Task[None]) -> None:
-        """Take no new jobs; return once the jobs in flight have returned."""
-        worker.allow_pick_jobs = False
-        in_flight = [t for t in worker.tasks.values() if not t.done()]
-        if in_flight or self._executions:
-            await asyncio.gather(*in_flight, *self._executions, return_exceptions=True)
-        running.cancel()
-        with contextlib.suppress(BaseException):
-            await running
-        await _close_worker(worker)
+            try:
+                async with self._channel(self.wake_channel) as messages:
+                    async for _ in messages:
+                        wake.set()
+            except BackendUnavailable:
+                await _sleep_until(stop, 1.0)
 
 
-async def _close_worker(worker: Worker) -> None:
-    with contextlib.suppress(Exception, asyncio.CancelledError), warnings.catch_warnings():
-        # arq 0.28's close() calls redis-py's deprecated close(): under -W error the warning
-        # would abort it half-way and leak the worker's connections.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        await worker.close()
+async def _first(*awaitables: Any) -> None:
+    """Wait until the first of ``awaitables`` is done; cancel the others."""
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _process_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+async def _sleep_until(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
 
 
 def _short(exc: BaseException | None) -> str:

@@ -37,8 +37,9 @@ from lg_deploy.core.store.statements import (
     claim_statement,
     db_later,
     db_now,
+    finish_statement,
+    insert_statement,
     move,
-    next_on_thread,
 )
 
 _WAITING = (C.execution_id, C.attempt, C.not_before)
@@ -159,7 +160,7 @@ class SQLStore:
                 if earlier is not None:
                     return self._replay(earlier, execution), False
             else:
-                await self._run(self._insert(execution))
+                await self._insert(None, execution)
             return execution, True
         except sa.exc.IntegrityError:
             if execution.idempotency_key is None:
@@ -169,9 +170,17 @@ class SQLStore:
             return await self.create(execution, reject_if_thread_busy=reject_if_thread_busy)
         return self._replay(existing, execution), False
 
-    def _insert(self, execution: Execution) -> sa.Insert:
-        # Runnable from now by the database's clock, as every later queued_at.
-        return T.insert().values({**_values(execution), "queued_at": db_now(self.dialect)})
+    async def _insert(self, conn: AsyncConnection | None, execution: Execution) -> None:
+        stmt = insert_statement(self.dialect)
+        values = _values(execution)
+        if self.dialect == "postgresql":
+            del values["queued_at"]  # the statement takes the database's clock
+        else:
+            values["queued_at"] = utcnow()
+        if conn is None:
+            await self._run(stmt, values)
+        else:
+            await conn.execute(stmt, values)
 
     @staticmethod
     def _replay(existing: Execution, request: Execution) -> Execution:
@@ -203,7 +212,7 @@ class SQLStore:
                     return _row_to_execution(row)
             if (await conn.execute(busy)).first() is not None:
                 raise ThreadBusy(execution.thread_id)
-            await conn.execute(self._insert(execution))
+            await self._insert(conn, execution)
         return None
 
     async def _get_by_key(self, key: str) -> Execution | None:
@@ -300,28 +309,21 @@ class SQLStore:
     async def finish(
         self, execution_id: uuid.UUID, attempt: int, outcome: Outcome
     ) -> Recorded | None:
-        values: dict[str, Any] = {
+        params: dict[str, Any] = {
+            "the_execution": execution_id,
+            "the_attempt": attempt,
             "output": outcome.output,
             "error": outcome.error,
             "error_traceback": outcome.traceback,
             "interrupts": outcome.interrupts,
-            "resume": None,
-            "has_resume": False,
         }
-        if outcome.status is Status.INTERRUPTED:
-            values |= {"lease_owner": None, "lease_expires_at": None}
-        if outcome.status is Status.FAILED and outcome.error is not None:
-            values["attempt_errors"] = await self._with_attempt_error(
-                execution_id, attempt, outcome.error
+        if outcome.status is Status.FAILED:
+            params["attempt_errors"] = await self._with_attempt_error(
+                execution_id, attempt, outcome.error or {"type": "unknown", "message": ""}
             )
-        stmt = (
-            move(Move.FINISH, outcome.status, db_now(self.dialect))
-            .where(C.execution_id == execution_id)
-            .where(C.attempt == attempt)
-            .values(**values)
-            .returning(C.execution_id, *next_on_thread())
-        )
-        row = (await self._run(stmt)).first()
+        if self.dialect != "postgresql":
+            params["now"] = utcnow()
+        row = (await self._run(finish_statement(self.dialect, outcome.status), params)).first()
         if row is None:
             return None
         _, *waiting = row

@@ -15,10 +15,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from lg_deploy.core.models import Execution, UTCDateTime, utcnow
+from lg_deploy.core.models import ExecutionTable, UTCDateTime, utcnow
 from lg_deploy.core.states import TERMINAL, Move, Status, sources_of
 
-T = Execution.__table__  # type: ignore[attr-defined]
+T = ExecutionTable.__table__  # type: ignore[attr-defined]
 C = T.c
 
 # Every status change carries this execution option naming its move, so a test can prove
@@ -108,6 +108,7 @@ def claim_params(dialect: str, execution_id: Any, owner: str, lease_s: float) ->
     }
 
 
+@cache
 def next_on_thread() -> tuple[Any, ...]:
     """Columns for the RETURNING clause of a statement on one execution: the id, attempt
     and not-before time of the oldest QUEUED execution of its thread (NULL when none), so
@@ -125,3 +126,45 @@ def next_on_thread() -> tuple[Any, ...]:
         )
 
     return (pick(waiting.c.execution_id), pick(waiting.c.attempt), pick(waiting.c.not_before))
+
+
+@cache
+def insert_statement(dialect: str) -> sa.Insert:
+    """The INSERT of a new execution, its values given as parameters; it is runnable from
+    now by the database's clock, as every later ``queued_at``. Built once per dialect."""
+    stmt = T.insert()
+    if dialect == "postgresql":
+        stmt = stmt.values(queued_at=db_now(dialect))
+    return stmt
+
+
+_RESULT_COLUMNS = ("output", "error", "error_traceback", "interrupts")
+
+
+@cache
+def finish_statement(dialect: str, status: Status) -> sa.Update:
+    """The move that records an attempt's result, fenced on ``:the_execution`` and
+    ``:the_attempt``, the result given as parameters (and ``:attempt_errors`` for a failure);
+    it returns the next execution of the thread (``next_on_thread``). Built once per
+    dialect and status."""
+    stmt = (
+        move(Move.FINISH, status, db_now(dialect) if dialect == "postgresql" else _NOW)
+        .where(C.execution_id == sa.bindparam("the_execution", type_=C.execution_id.type))
+        .where(C.attempt == sa.bindparam("the_attempt", type_=C.attempt.type))
+        .values(
+            {name: sa.bindparam(name, type_=C[name].type) for name in _RESULT_COLUMNS}
+            | {"resume": None, "has_resume": False}
+        )
+        .returning(C.execution_id, *next_on_thread())
+    )
+    if status is Status.INTERRUPTED:
+        stmt = stmt.values(lease_owner=None, lease_expires_at=None)
+    if status is Status.FAILED:
+        stmt = stmt.values(
+            attempt_errors=sa.bindparam("attempt_errors", type_=C.attempt_errors.type)
+        )
+    return stmt
+
+
+# The time of a statement built once, on SQLite: given with its parameters.
+_NOW = sa.bindparam("now", type_=UTCDateTime())

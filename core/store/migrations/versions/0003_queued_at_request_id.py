@@ -1,5 +1,6 @@
-"""When an execution became runnable (queue wait, the oldest runnable one's age), and the
-request id of the submission that created it.
+"""When an execution became runnable (queue wait, the oldest runnable one's age), the
+request id of the submission that created it, and an index of each thread's queued
+executions.
 
 Revision ID: 0003
 Revises: 0002
@@ -28,9 +29,17 @@ def upgrade() -> None:
         batch.alter_column("queued_at", nullable=False)
     op.drop_index("ix_executions_status_updated_at", table_name="executions")
     op.create_index("ix_executions_status_queued_at", "executions", ["status", "queued_at"])
+    op.create_index(
+        "ix_executions_queued_thread",
+        "executions",
+        ["thread_id", "execution_id"],
+        sqlite_where=sa.text("status = 'QUEUED'"),
+        postgresql_where=sa.text("status = 'QUEUED'"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_executions_queued_thread", table_name="executions")
     op.drop_index("ix_executions_status_queued_at", table_name="executions")
     op.create_index("ix_executions_status_updated_at", "executions", ["status", "updated_at"])
     with op.batch_alter_table("executions") as batch:
