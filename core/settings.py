@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=1024 * 1024, gt=0, description="Largest request body the API accepts."
     )
+    database_pool_size: int = Field(
+        default=10,
+        ge=1,
+        description="Connections each API or worker process keeps to PostgreSQL for the "
+        "store (the worker's checkpointer has a pool of its own of the same size).",
+    )
     body_timeout_s: float = Field(
         default=30.0,
         gt=0,

@@ -45,7 +45,7 @@ async def wait_for_backends(store: Store, queue: Queue, timeout_s: float) -> Non
 @contextlib.asynccontextmanager
 async def open_backends(settings: Settings) -> AsyncIterator[Backends]:
     """The store and the queue of ``settings``, once both answer; closed on exit."""
-    store = open_store(settings.resolved_database_url())
+    store = open_store(settings.resolved_database_url(), pool_size=settings.database_pool_size)
     queue = open_queue(
         settings.queue_url,
         name=settings.queue_name,

@@ -35,7 +35,7 @@ async def running_worker(
     """A worker serving the queue of ``backends`` until the block ends; then it drains
     for ``drain_s`` seconds and hands back what still runs."""
     url = settings.resolved_database_url()
-    async with open_checkpointer(url) as checkpointer:
+    async with open_checkpointer(url, pool_size=settings.database_pool_size) as checkpointer:
         worker = WorkerService(
             backends.store,
             backends.queue,

@@ -43,4 +43,6 @@ def open_store(url: str, *, pool_size: int = 10) -> Store:
 
     if url.startswith("sqlite"):
         return SQLStore.from_url(url)
-    return SQLStore.from_url(url, pool_size=pool_size, max_overflow=pool_size)
+    # No overflow: connections opened past the pool were closed again on return, and a
+    # burst of requests paid for a new connection each; they wait for a pooled one instead.
+    return SQLStore.from_url(url, pool_size=pool_size, max_overflow=0)

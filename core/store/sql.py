@@ -112,7 +112,7 @@ class SQLStore:
             # closed (a restart) fails its statement, which is tried once more on a new one.
             engine_kwargs.setdefault("pool_pre_ping", False)
             engine_kwargs.setdefault("pool_size", 10)
-            engine_kwargs.setdefault("max_overflow", 10)
+            engine_kwargs.setdefault("max_overflow", 0)
             engine_kwargs.setdefault("pool_timeout", 10)
             engine = create_async_engine(url, **engine_kwargs)
         return cls(engine, owns_engine=True)
