@@ -87,6 +87,7 @@ async def execute(
         config=body.run_config(),
         meta=body.metadata or {},
         timeout_s=body.timeout_s,
+        durability=body.durability,
         max_attempts=body.max_attempts or settings.max_attempts,
         idempotency_key=idempotency_key,
         request_hash=request_hash(body.model_dump()) if idempotency_key else None,

@@ -103,6 +103,11 @@ class ExecuteRequest(BaseModel):
         strict=True,
         description="Attempts for a retryable failure, the first included (default: the server's).",
     )
+    durability: Literal["sync", "async", "exit"] | None = Field(
+        default=None,
+        description="LangGraph's durability for this execution (default: its graph's, or the "
+        "server's): sync, async or exit (docs/architecture.md, Durability).",
+    )
     multitask_strategy: Literal["enqueue", "reject"] = Field(
         default="enqueue",
         description="When the thread already has a queued or running execution: wait behind "
@@ -175,6 +180,7 @@ class ExecutionSummary(BaseModel):
     max_attempts: int
     attempt_errors: list[AttemptError] = Field(description="The error of each failed attempt.")
     timeout_s: float | None
+    durability: str | None = None
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None
@@ -221,6 +227,7 @@ class ExecutionOut(ExecutionSummary):
             max_attempts=execution.max_attempts,
             attempt_errors=[AttemptError.model_validate(e) for e in execution.attempt_errors],
             timeout_s=execution.timeout_s,
+            durability=execution.durability,
             created_at=execution.created_at,
             updated_at=execution.updated_at,
             started_at=execution.started_at,

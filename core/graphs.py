@@ -1,7 +1,8 @@
 """Graphs declared in a LangGraph-style ``langgraph.json``.
 
 ``{"graphs": {"name": "./path.py:attr"}, "env": {...} | "./.env"}``; an entry may also be
-``{"path": "./path.py:attr", "description": "..."}``. ``attr`` is a compiled graph, a
+``{"path": "./path.py:attr", "description": "..."}``; a top-level ``durability`` object may
+give a graph its own LangGraph durability. ``attr`` is a compiled graph, a
 ``StateGraph`` builder, or a factory taking a ``RunnableConfig`` (sync or async) that
 returns either. Every entry is imported at load time, so a broken one fails at start-up
 with the file, the graph and the reason.
@@ -29,6 +30,8 @@ from lg_deploy.core.errors import GraphConfigError, NotFound
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "langgraph.json"
+DURABILITY_SECTION = "durability"
+DURABILITY_MODES = ("sync", "async", "exit")
 
 
 @dataclass
@@ -39,6 +42,8 @@ class GraphSpec:
     description: str | None = None
     input_schema: dict[str, Any] | None = None
     output_schema: dict[str, Any] | None = None
+    # LangGraph's durability for this graph's executions; None: the deployment's default.
+    durability: str | None = None
 
     @property
     def is_factory(self) -> bool:
@@ -92,7 +97,27 @@ def load_registry(path: Path) -> GraphRegistry:
     registry = GraphRegistry(path=path)
     for graph_id, entry in document["graphs"].items():
         registry.graphs[graph_id] = _load_entry(path, graph_id, entry)
+    _apply_durability(path, registry, document.get(DURABILITY_SECTION))
     return registry
+
+
+def _apply_durability(path: Path, registry: GraphRegistry, section: Any) -> None:
+    """``"durability": {"<graph id>": "sync" | "async" | "exit"}``: a graph's own LangGraph
+    durability (docs/architecture.md, "Durability"), over the deployment's default."""
+    if section is None:
+        return
+    if not isinstance(section, dict):
+        raise GraphConfigError(str(path), None, f'"{DURABILITY_SECTION}" must be an object')
+    for graph_id, mode in section.items():
+        if graph_id not in registry.graphs:
+            raise GraphConfigError(str(path), graph_id, "has a durability but is not a graph")
+        if mode not in DURABILITY_MODES:
+            raise GraphConfigError(
+                str(path),
+                graph_id,
+                f"durability {mode!r}: use one of {', '.join(DURABILITY_MODES)}",
+            )
+        registry.graphs[graph_id].durability = mode
 
 
 def _apply_env(path: Path, env: Any) -> None:

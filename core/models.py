@@ -76,6 +76,8 @@ class Execution(SQLModel):
     resume: Any = Field(default=None, sa_type=JSONType, nullable=True)
     has_resume: bool = Field(default=False)
     timeout_s: float | None = Field(default=None)
+    # LangGraph's durability for this execution (sync, async, exit); None: its graph's.
+    durability: str | None = Field(default=None, max_length=8)
     # Claims so far: the fencing token of the current attempt.
     attempt: int = Field(default=0)
     # Attempts handed back unfinished (graceful shutdown): they consume no retry budget.

@@ -212,13 +212,17 @@ def runner_for(
     return runner
 
 
-async def add(store: Store, graph_id: str, input: Any, thread_id: str | None = None) -> Execution:
+async def add(
+    store: Store, graph_id: str, input: Any, thread_id: str | None = None, **fields: Any
+) -> Execution:
+    """A new QUEUED execution written straight to the store."""
     execution_id = new_execution_id()
     execution = Execution(
         execution_id=execution_id,
         graph_id=graph_id,
         thread_id=thread_id or str(execution_id),
         input=input,
+        **fields,
     )
     await store.create(execution)
     return execution

@@ -91,6 +91,7 @@ async def test_numbers_are_not_coerced_and_config_keys_are_checked(
         ({"config": {"callbacks": [1]}}, "config"),
         ({"config": {"run_id": str(uuid.uuid4())}}, "config"),
         ({"config": {"surprise": 1}}, "surprise"),
+        ({"durability": "sometimes"}, "durability"),
     ]
     for extra, field in bad:
         response = await sqlite_client.post(
@@ -104,6 +105,7 @@ async def test_numbers_are_not_coerced_and_config_keys_are_checked(
         "config": {"recursion_limit": 50, "max_concurrency": 2, "tags": ["a"], "run_name": "r"},
         "timeout_s": 5,
         "max_attempts": 2,
+        "durability": "async",
     }
     ok = await sqlite_client.post(
         "/execute", json={"graph_id": "steps", "input": {"text": "x"}, **good}
@@ -112,6 +114,7 @@ async def test_numbers_are_not_coerced_and_config_keys_are_checked(
     record = await wait(sqlite_client, ok.json()["execution_id"])
     assert record["status"] == "COMPLETED"
     assert record["config"] == good["config"]
+    assert record["durability"] == "async"
 
 
 @pytest.mark.parametrize("key", ["", "   ", "\t"])

@@ -155,3 +155,19 @@ def test_env_object_and_dotenv_file_fill_missing_variables(
     monkeypatch.delenv("LGD_TEST_B")
     with pytest.raises(GraphConfigError, match="env file"):
         load_registry(write_config(tmp_path, {"g": "./agent.py:graph"}, env="missing.env"))
+
+
+def test_a_graph_may_have_its_own_durability(tmp_path: Path) -> None:
+    """A top-level "durability" object gives a graph its own LangGraph durability; a
+    mode LangGraph lacks, or a graph the file does not declare, stops the start-up."""
+    graphs: dict[str, object] = {"g": "./agent.py:graph", "h": "./agent.py:graph"}
+    registry = load_registry(write_config(tmp_path, graphs, durability={"g": "exit"}))
+    assert (registry.graphs["g"].durability, registry.graphs["h"].durability) == ("exit", None)
+    for section, reason in (
+        ({"g": "sometimes"}, "durability 'sometimes': use one of sync, async, exit"),
+        ({"nope": "sync"}, "has a durability but is not a graph"),
+        (["g"], '"durability" must be an object'),
+    ):
+        with pytest.raises(GraphConfigError) as info:
+            load_registry(write_config(tmp_path, graphs, durability=section))
+        assert reason in str(info.value)

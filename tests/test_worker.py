@@ -10,6 +10,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from lg_deploy.core.errors import BackendUnavailable
 from lg_deploy.core.graphs import GraphRegistry
 from lg_deploy.core.models import utcnow
@@ -254,3 +256,24 @@ async def test_results_the_database_would_refuse_are_stored_cleaned(
     failed = await store.get(error.execution_id)
     assert failed.status is Status.FAILED
     assert failed.error == {"type": "ValueError", "message": "bad\ufffdbyte"}
+
+
+@pytest.mark.parametrize("durability", ["sync", "exit"])
+async def test_an_execution_runs_with_the_durability_it_asked_for(
+    store: Store,
+    registry: GraphRegistry,
+    checkpointer: Any,
+    keeper: LeaseKeeper,
+    tmp_path: Path,
+    durability: str,
+) -> None:
+    """An execution's own durability reaches LangGraph: "sync" checkpoints every step of a
+    4-step graph, "exit" only the end (and so a crash would start it over)."""
+    execution = await add(store, "slow", {"steps": 4, "sleep_s": 0}, durability=durability)
+    await runner_for(store, registry, checkpointer, keeper, durability="async").run(
+        execution.execution_id
+    )
+    assert (await store.get(execution.execution_id)).status is Status.COMPLETED
+    config: Any = {"configurable": {"thread_id": execution.thread_id}}
+    saved = [c async for c in checkpointer.alist(config)]
+    assert (len(saved) > 4) if durability == "sync" else (len(saved) == 1)

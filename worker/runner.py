@@ -16,7 +16,7 @@ import traceback
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.types import Interrupt
@@ -373,8 +373,14 @@ class Runner:
         # static breakpoint), so the state need not be read again once it ends.
         result: Any = None
         paused: dict[str, Interrupt] | None = None
+        durability = cast(
+            Durability,
+            execution.durability
+            or self.registry.graphs[execution.graph_id].durability
+            or self.durability,
+        )
         async for mode, chunk in graph.astream(
-            graph_input, config, stream_mode=["updates", "values"], durability=self.durability
+            graph_input, config, stream_mode=["updates", "values"], durability=durability
         ):
             if isinstance(chunk, dict) and INTERRUPT in chunk:
                 paused = (paused or {}) | {i.id: i for i in chunk[INTERRUPT]}

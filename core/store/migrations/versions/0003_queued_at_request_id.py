@@ -1,6 +1,6 @@
 """When an execution became runnable (queue wait, the oldest runnable one's age), the
-request id of the submission that created it, and an index of each thread's queued
-executions.
+request id of the submission that created it, its durability, and an index of each
+thread's queued executions.
 
 Revision ID: 0003
 Revises: 0002
@@ -22,6 +22,7 @@ def upgrade() -> None:
     with op.batch_alter_table("executions") as batch:
         batch.add_column(sa.Column("queued_at", sa.DateTime(timezone=True), nullable=True))
         batch.add_column(sa.Column("request_id", sa.String(200), nullable=True))
+        batch.add_column(sa.Column("durability", sa.String(8), nullable=True))
     # Existing rows: a QUEUED row has not moved since it was queued; a retry waits until
     # its not_before. Other statuses keep the value for the record only.
     op.execute("UPDATE executions SET queued_at = COALESCE(not_before, updated_at)")
@@ -43,5 +44,6 @@ def downgrade() -> None:
     op.drop_index("ix_executions_status_queued_at", table_name="executions")
     op.create_index("ix_executions_status_updated_at", "executions", ["status", "updated_at"])
     with op.batch_alter_table("executions") as batch:
+        batch.drop_column("durability")
         batch.drop_column("request_id")
         batch.drop_column("queued_at")
