@@ -31,6 +31,12 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(
         default=10, ge=1, description="Executions one worker runs at once."
     )
+    worker_processes: int = Field(
+        default=1,
+        ge=1,
+        description="lg-deploy worker processes under one command (--processes), each a whole "
+        "worker on a core of its own; in Kubernetes keep 1 and scale the pods.",
+    )
     execution_timeout_s: float = Field(
         default=3600.0, gt=0, description="Default per-attempt time limit of an execution."
     )

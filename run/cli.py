@@ -146,6 +146,10 @@ def cmd_worker(settings: Settings) -> int:
     from lg_deploy.run.worker_process import run_worker
 
     require_shared_queue(settings, "worker")
+    if settings.worker_processes > 1:
+        from lg_deploy.run.supervisor import Supervisor
+
+        return Supervisor(settings, settings.worker_processes).run()
     registry = load_graphs(settings)
     _describe_backends(settings)
     asyncio.run(_preflight(settings))
@@ -183,6 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--concurrency", type=int, dest="worker_concurrency", help="executions at once"
     )
+    worker.add_argument(
+        "--processes",
+        type=int,
+        dest="worker_processes",
+        help="worker processes under this command (one core each; default 1)",
+    )
     sub.add_parser("migrate", help="create or upgrade the database schema")
     return parser
 
@@ -191,7 +201,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     overrides = {
         key: value
-        for key in ("config", "host", "port", "database_url", "api_workers", "worker_concurrency")
+        for key in (
+            "config",
+            "host",
+            "port",
+            "database_url",
+            "api_workers",
+            "worker_concurrency",
+            "worker_processes",
+        )
         if (value := getattr(args, key, None)) is not None
     }
     try:

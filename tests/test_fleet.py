@@ -3,14 +3,17 @@ against a real PostgreSQL and a real Redis, with real signals."""
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
+import subprocess
 from collections import Counter
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.harness import Fleet, lines, poll, post, record, scrape, submit, wait
+from tests.harness import Fleet, Process, free_port, lines, poll, post, record, scrape, submit, wait
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -279,3 +282,47 @@ def test_api_keys_protect_every_route_but_health(fleet: Fleet) -> None:
     assert len(listed.json()["items"]) == 1
     for path in ("/healthz", "/readyz", "/metrics"):
         assert httpx.get(f"{api.url}{path}").status_code == 200, path
+
+
+def consecutive_free_ports(count: int) -> int:
+    """The first of ``count`` free ports in a row."""
+    while True:
+        first = free_port()
+        try:
+            for offset in range(1, count):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", first + offset))
+            return first
+        except OSError:
+            continue
+
+
+def children(pid: int) -> list[int]:
+    listed = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(p) for p in listed.stdout.split()]
+
+
+def test_one_command_runs_several_worker_processes(fleet: Fleet, tmp_path: Path) -> None:
+    """`lg-deploy worker --processes 2` runs two whole workers, each on its own metrics
+    port: both take work, one killed is started again, and SIGTERM stops them all."""
+    api = fleet.api()
+    port = consecutive_free_ports(2)
+    urls = [f"http://127.0.0.1:{port + i}" for i in range(2)]
+    env = {**fleet.env, "LG_DEPLOY_METRICS_PORT": str(port), "LG_DEPLOY_WORKER_CONCURRENCY": "2"}
+    supervisor = Process(["worker", "--processes", "2"], tmp_path / "workers.log", env)
+    fleet.processes.append(supervisor.start())
+    for url in urls:
+        supervisor.wait_answering(f"{url}/readyz")
+    ids = [submit(api, "slow", {"steps": 1, "sleep_s": 0.3}) for _ in range(12)]
+    assert {wait(api, e)["status"] for e in ids} == {"COMPLETED"}
+    started = [scrape(url).value("lg_deploy_attempts_started_total") for url in urls]
+    assert sum(started) == 12 and all(started), started
+    first = min(children(supervisor.pid))
+    os.kill(first, signal.SIGKILL)
+    poll(lambda: first not in children(supervisor.pid) and len(children(supervisor.pid)) == 2)
+    for url in urls:
+        supervisor.wait_answering(f"{url}/readyz")
+    workers = children(supervisor.pid)
+    supervisor.signal(signal.SIGTERM)
+    assert supervisor.wait(30) == 0, supervisor.log_tail()
+    assert len(workers) == 2 and not [p for p in workers if Path(f"/proc/{p}").exists()]
