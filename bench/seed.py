@@ -54,7 +54,7 @@ def _insert(first: int, last: int, thread_id: str | None) -> sa.Insert:
         ),
     }
     columns, values = [], []
-    for attribute in sa.inspect(Execution).column_attrs:
+    for attribute in sa.inspect(ExecutionTable).column_attrs:
         column = attribute.columns[0]
         value = getattr(template, attribute.key)
         columns.append(column)
