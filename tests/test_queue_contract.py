@@ -174,7 +174,7 @@ async def test_redis_revive_tells_a_held_job_from_a_lost_one(redis_url: str) -> 
             assert await client.zcard(name) == 0  # out of the line
             marks = [k async for k in client.scan_iter(match=f"{name}:taken:*")]
             assert len(marks) == 1
-            await client.delete(*marks)  # the mark lapses, as it does 30 s on
+            await client.delete(*marks)  # the mark lapses, as it does 5 s on
             assert not await queue.revive(execution_id, attempt=1)
         recorder = Recorder()
         await queue.enqueue(execution_id, attempt=1)

@@ -18,8 +18,8 @@ queue, another pipeline to finish it) and polled every 50 ms. Here:
   of attempt ``n - 1`` (the job of a worker that died).
 - a job is out of the queue once taken. If its worker dies before claiming the
   execution, the reconciler finds the execution QUEUED with no job and enqueues it again
-  (``revive``); while the "taken" mark lives (30 s) the job counts as held, so a live
-  worker's claim is never doubled.
+  (``revive``); while the "taken" mark lives (5 s) the job counts as held, so a live
+  worker's claim is not doubled.
 - the handler runs each execution in a task of its own: a Redis outage never stops a
   graph; the lease and the store, not the queue, say who owns an execution.
 - cancellation goes through the store; a pub/sub message only makes it fast.
@@ -52,9 +52,11 @@ JOB_FUNCTION = "run_execution"
 JOB_KEY = "arq:job:"
 # A job record outlives its due time by a day, as ARQ's do.
 _JOB_EXPIRES_MS = 24 * 3600 * 1000
-# How long a taken job counts as held by its worker: far longer than a claim takes, and
-# the reconciler enqueues an execution only once it has waited longer than its interval.
-STRANDED_AFTER_S = 30.0
+# How long a taken job counts as held by its worker: far longer than a claim takes (a
+# claim that outlasts it at worst meets a duplicate delivery, which the claim refuses),
+# and short, because a claim that failed (the database down) leaves its execution QUEUED
+# with no job until then.
+STRANDED_AFTER_S = 5.0
 # How often an idle worker looks at the queue when no wake-up came (a lost message, a
 # job that fell due).
 IDLE_POLL_S = 1.0
