@@ -13,7 +13,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lg_deploy.core.errors import LgDeployError
 from lg_deploy.core.settings import Settings
@@ -36,8 +36,6 @@ def load_graphs(settings: Settings) -> GraphRegistry:
 
 
 def cmd_dev(settings: Settings) -> int:
-    import uvicorn
-
     from lg_deploy.core.store.migrate import migrate
     from lg_deploy.run.api_process import dev_app
 
@@ -50,6 +48,14 @@ def cmd_dev(settings: Settings) -> int:
     asyncio.run(migrate(url))
     app = dev_app(settings, registry)
     log.info("API on http://%s:%d (docs at /docs)", settings.host, settings.port)
+    serve(app, settings, timeout_graceful_shutdown=5)
+    return 0
+
+
+def serve(app: Any, settings: Settings, **options: Any) -> None:
+    """Serve ``app`` with uvicorn, logging through lg-deploy's own set-up."""
+    import uvicorn
+
     uvicorn.run(
         app,
         host=settings.host,
@@ -57,9 +63,8 @@ def cmd_dev(settings: Settings) -> int:
         log_level=settings.log_level.lower(),
         log_config=None,
         access_log=False,  # api/requests.py logs each request, with its request id
-        timeout_graceful_shutdown=5,
+        **options,
     )
-    return 0
 
 
 class ConfigurationError(LgDeployError):
@@ -93,8 +98,6 @@ def cmd_api(settings: Settings) -> int:
     import shutil
     import tempfile
 
-    import uvicorn
-
     from lg_deploy.run.api_process import MULTIPROCESS_DIR
 
     require_shared_queue(settings, "api")
@@ -116,15 +119,11 @@ def cmd_api(settings: Settings) -> int:
         settings.api_workers,
     )
     try:
-        uvicorn.run(
+        serve(
             "lg_deploy.run.api_process:app_from_environment",
+            settings,
             factory=True,
-            host=settings.host,
-            port=settings.port,
             workers=settings.api_workers,
-            log_level=settings.log_level.lower(),
-            log_config=None,
-            access_log=False,  # api/requests.py logs each request, with its request id
             timeout_graceful_shutdown=10,
         )
     finally:

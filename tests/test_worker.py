@@ -113,20 +113,28 @@ async def test_start_up_recovers_queued_and_orphaned_running_executions(
     queued = await add(store, "steps", {"text": "a"})
     orphan = await add(store, "steps", {"text": "b"})
     assert await store.claim(orphan.execution_id, "previous-process", 3600) is not None
-    worker = WorkerService(
-        store,
-        MemoryQueue(),
-        registry,
-        checkpointer,
-        open_lease_store=lease_store(database_url),
-        lease_s=5,
-    )
+    worker = worker_for(store, registry, checkpointer, database_url)
     await worker.start(orphans_are_mine=True)
     try:
         await _wait_completed(store, [queued.execution_id, orphan.execution_id])
     finally:
         await worker.stop()
     assert (await store.get(orphan.execution_id)).attempt == 2
+
+
+def worker_for(
+    store: Store, registry: GraphRegistry, checkpointer: Any, database_url: str, **options: Any
+) -> WorkerService:
+    """A worker on the in-process queue, with a 5 s lease and a lease keeper of its own."""
+    return WorkerService(
+        store,
+        MemoryQueue(),
+        registry,
+        checkpointer,
+        open_lease_store=lease_store(database_url),
+        lease_s=5,
+        **options,
+    )
 
 
 async def _wait_completed(store: Store, ids: list[Any]) -> None:
@@ -144,15 +152,7 @@ async def test_reconciler_requeues_an_expired_lease_of_another_worker(
     without the start-up shortcut."""
     orphan = await add(store, "steps", {"text": "c"})
     assert await store.claim(orphan.execution_id, "vanished", 0.5) is not None
-    worker = WorkerService(
-        store,
-        MemoryQueue(),
-        registry,
-        checkpointer,
-        open_lease_store=lease_store(database_url),
-        lease_s=5,
-        reconcile_interval_s=0.2,
-    )
+    worker = worker_for(store, registry, checkpointer, database_url, reconcile_interval_s=0.2)
     await worker.start()
     try:
         await _wait_completed(store, [orphan.execution_id])
@@ -165,14 +165,7 @@ async def test_stop_hands_running_executions_back(
 ) -> None:
     """Stopping with no drain time hands a running execution back to QUEUED."""
     execution = await add(store, "slow", {"steps": 20, "sleep_s": 0.1})
-    worker = WorkerService(
-        store,
-        MemoryQueue(),
-        registry,
-        checkpointer,
-        open_lease_store=lease_store(database_url),
-        lease_s=5,
-    )
+    worker = worker_for(store, registry, checkpointer, database_url)
     await worker.start()
 
     async def running() -> bool:
