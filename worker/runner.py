@@ -16,21 +16,25 @@ import traceback
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.types import Interrupt
 
 from lg_deploy.core import logcontext
 from lg_deploy.core.errors import BackendUnavailable, LeaseLost
+from lg_deploy.core.events import EventLog
 from lg_deploy.core.graphs import GraphRegistry
 from lg_deploy.core.jsonable import storable_text, to_jsonable
 from lg_deploy.core.models import Execution, utcnow
+from lg_deploy.core.platform.runs import RunOptions
 from lg_deploy.core.queue import Queue
 from lg_deploy.core.states import Status
 from lg_deploy.core.store import Outcome, Store, Waiting
+from lg_deploy.core.store.platform_base import PlatformStore
 from lg_deploy.worker import metrics
 from lg_deploy.worker.fencing import LeaseClock, fenced
+from lg_deploy.worker.platform_run import PlatformRun, run_platform
 from lg_deploy.worker.resume import ResumeConflict, choose_input, graph_config
 from lg_deploy.worker.retries import RetryPolicy
 
@@ -103,7 +107,9 @@ class Runner:
         limits: Limits | None = None,
         retry: RetryPolicy | None = None,
         durability: Durability = "sync",
+        events: EventLog | None = None,
     ) -> None:
+        """``events``: where the runs of the LangGraph Platform API stream their events."""
         self.store = store
         self.queue = queue
         self.registry = registry
@@ -114,6 +120,7 @@ class Runner:
         self.limits = limits or Limits()
         self.retry = retry or RetryPolicy()
         self.durability = durability
+        self.events = events
         self.attempts: dict[uuid.UUID, _Attempt] = {}
 
     async def run(self, execution_id: uuid.UUID) -> None:
@@ -361,6 +368,14 @@ class Runner:
     async def _invoke(self, execution: Execution, checkpointer: BaseCheckpointSaver) -> Outcome:
         config = graph_config(execution)
         graph = await self.registry.build(execution.graph_id, config, checkpointer)
+        if (options := RunOptions.of(execution)) is not None:  # a platform run
+            return await run_platform(
+                PlatformRun(graph, config, execution, options, checkpointer),
+                store=cast(PlatformStore, self.store),
+                events=self.events,
+                durability=self.durability,
+                max_output_bytes=self.limits.max_output_bytes,
+            )
         graph_input = await choose_input(graph, config, execution)
         if isinstance(graph_input, ResumeConflict):
             return Outcome(Status.FAILED, error=graph_input.error)
