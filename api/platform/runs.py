@@ -81,6 +81,7 @@ class Runs:
         assistant = await find_assistant(self.store, self.registry, body.assistant_id)
         if assistant.graph_id not in self.registry:
             raise NotFound("graph", assistant.graph_id)
+        await self._check_backpressure()
         stateless = thread_id is None
         graph_meta = {"graph_id": assistant.graph_id, "assistant_id": str(assistant.assistant_id)}
         if stateless:
@@ -97,7 +98,6 @@ class Runs:
                     raise NotFound("thread", thread_id) from None
                 await self.store.create_thread(Thread(thread_id=thread_id), "do_nothing")
             await self.store.update_thread_metadata(thread_id, graph_meta)
-        await self._check_backpressure()
         execution = self._execution(body, assistant, thread_id, stateless)
         strategy = body.multitask_strategy or "enqueue"
         if strategy in ("interrupt", "rollback"):

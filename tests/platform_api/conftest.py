@@ -9,6 +9,7 @@ import pytest
 from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 
+from tests.harness import Server
 from tests.platform_api.support import dev_server, platform_fleet
 
 
@@ -27,9 +28,8 @@ def server_url(
             yield server.url
         return
     with platform_fleet(request, folder) as fleet:
-        api = fleet.api()
-        fleet.worker()
-        fleet.worker()
+        api, *_ = fleet.start(apis=1, workers=2)
+        assert isinstance(api, Server)
         yield api.url
 
 

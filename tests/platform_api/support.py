@@ -83,6 +83,15 @@ def normalized(value: Any) -> Any:
     return value
 
 
+def reference_config() -> Any:
+    """A fresh thread, with the tags lg-deploy gives every attempt (they show in some
+    stream modes)."""
+    return {
+        "configurable": {"thread_id": str(uuid.uuid4())},
+        "tags": ["lg-deploy", f"execution:{uuid.uuid4()}"],
+    }
+
+
 async def reference_stream(
     graph_id: str,
     graph_input: Any,
@@ -94,7 +103,7 @@ async def reference_stream(
     JSON data) pairs named the way the platform names its SSE events."""
     registry = load_registry(TEST_GRAPHS)
     graph = await registry.build(graph_id, {}, InMemorySaver())
-    config: Any = {"configurable": {"thread_id": str(uuid.uuid4())}}
+    config: Any = reference_config()
     found: list[tuple[str, Any]] = []
     modes: Any = stream_mode
     async for item in graph.astream(graph_input, config, stream_mode=modes, subgraphs=subgraphs):
