@@ -16,6 +16,7 @@ runner's.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.pregel import Pregel
 from langgraph.types import Interrupt
 
-from lg_deploy.core.errors import BackendUnavailable
+from lg_deploy.core.errors import BackendUnavailable, NotFound
 from lg_deploy.core.events import EventLog
 from lg_deploy.core.jsonable import to_jsonable
 from lg_deploy.core.models import Execution
@@ -164,7 +165,8 @@ async def _leave_on_thread(
     try:
         if run.options.deletes_thread:
             await run.checkpointer.adelete_thread(thread_id)
-            await store.delete_thread(thread_id)
+            with contextlib.suppress(NotFound):  # an earlier attempt deleted it already
+                await store.delete_thread(thread_id)
             return
         interrupts: dict[str, Any] | None = None
         if failed or paused:

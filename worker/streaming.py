@@ -11,8 +11,8 @@ to the run's event log (``core/events/``) for the API processes to serve.
   ``join_stream`` can ask for a subset.
 - A later attempt (the worker died, or the run was retried) starts with a ``metadata``
   event carrying its attempt number. When it continues from the run's own checkpoint,
-  LangGraph first repeats the checkpoint's values; that chunk is dropped when it is the
-  last ``values`` event the lost attempt appended (docs/compat.md, "Streaming").
+  LangGraph first repeats the checkpoint's values; that chunk is dropped when the stream
+  already carried those values (docs/compat.md, "Streaming").
 - The stream is best effort: when the event log cannot be reached the run goes on, and
   its result is recorded as always.
 """
@@ -62,7 +62,7 @@ class RunStream:
         self.modes = set(modes)
         self._partial: dict[str, BaseMessageChunk] = {}
         self._announced: set[str] = set()
-        self._repeated_values: str | None = None
+        self._streamed_values: set[str] | None = None
         self._broken = False
 
     def langgraph_modes(self) -> list[str]:
@@ -89,21 +89,21 @@ class RunStream:
             data = dumps({"run_id": str(self.run_id), "attempt": self.attempt})
             await self._append(NewEvent(METADATA, data))
         if continuing and "values" in self.modes:
-            self._repeated_values = await self._last_values()
+            self._streamed_values = await self._values_so_far()
 
-    async def _last_values(self) -> str | None:
+    async def _values_so_far(self) -> set[str] | None:
+        """The data of every root ``values`` event the stream carried so far."""
         if self.events is None:
             return None
-        last, after = None, START
+        found: set[str] = set()
+        after = START
         try:
             while batch := await self.events.read(self.run_id, after=after):
-                for event in batch:
-                    if event.event == "values":
-                        last = event.data
+                found.update(event.data for event in batch if event.event == "values")
                 after = batch[-1].id
         except BackendUnavailable:
             return None
-        return last
+        return found
 
     async def end(self) -> None:
         await self._append(NewEvent(ATTEMPT_END, dumps({"attempt": self.attempt})))
@@ -117,9 +117,9 @@ class RunStream:
         if mode not in self.modes:
             return
         data = dumps(chunk)
-        if mode == "values" and not namespace and self._repeated_values is not None:
-            repeated, self._repeated_values = self._repeated_values, None
-            if data == repeated:
+        if mode == "values" and not namespace and self._streamed_values is not None:
+            streamed, self._streamed_values = self._streamed_values, None
+            if data in streamed:  # the checkpoint's values, repeated by LangGraph
                 return
         await self._append(NewEvent(mode + suffix, data, mode))
 

@@ -391,6 +391,8 @@ async def join_run_stream(
 ) -> Response:
     execution = await runs.find(thread_id, run_id)
     modes = {m for m in stream_mode or () if m} or None
+    if modes and modes & {"messages", "messages-tuple"}:
+        modes |= {"messages", "messages-tuple"}  # one family: either asks for the tokens
     after = await runs.streams.start_of(execution.execution_id, last_event_id, live=True)
     return runs.stream_response(
         execution, after=after, modes=modes, cancel_on_disconnect=cancel_on_disconnect
