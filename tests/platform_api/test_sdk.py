@@ -457,3 +457,55 @@ async def _until(condition: Any, timeout: float = 60) -> None:
     while not condition():
         assert loop.time() < deadline, "condition not reached"
         await asyncio.sleep(0.02)
+
+
+async def test_a_thread_created_with_supersteps_starts_from_them(client: Any) -> None:
+    """threads.create with supersteps applies them as state updates: the thread starts
+    where they leave it, and a run without input goes on from there."""
+    thread = await client.threads.create(
+        graph_id="steps",
+        supersteps=[
+            {"updates": [{"values": {"text": "SEED", "steps": ["upper"]}, "as_node": "upper"}]}
+        ],
+    )
+    tid = thread["thread_id"]
+    assert (await client.threads.get_state(tid))["next"] == ["exclaim"]
+    assert (await client.threads.get(tid))["status"] == "interrupted"
+    assert (await client.runs.wait(tid, "steps", input=None))["text"] == "SEED!"
+
+
+async def test_batches_and_bulk_cancel(client: Any) -> None:
+    """runs.create_batch makes threadless runs; runs.cancel_many cancels a thread's
+    given runs, and pending ones by status."""
+    made = await client.runs.create_batch(
+        [{"assistant_id": "steps", "input": {"text": t}, "on_completion": "keep"} for t in "ab"]
+    )
+    assert len(made) == 2 and made[0]["thread_id"] != made[1]["thread_id"]
+    assert (await client.runs.join(made[1]["thread_id"], made[1]["run_id"]))["text"] == "B!"
+    thread = await client.threads.create()
+    tid = thread["thread_id"]
+    running = await client.runs.create(tid, "slow", input={"steps": 50, "sleep_s": 0.1})
+    queued = await client.runs.create(tid, "slow", input={"steps": 1, "sleep_s": 0})
+    await client.runs.cancel_many(thread_id=tid, run_ids=[queued["run_id"]])
+    assert (await client.runs.get(tid, queued["run_id"]))["status"] == "interrupted"
+    await client.runs.cancel_many(thread_id=tid, run_ids=[running["run_id"]], action="interrupt")
+    assert (await client.runs.get(tid, running["run_id"]))["status"] == "interrupted"
+
+
+async def test_subgraphs_of_an_assistant(client: Any) -> None:
+    """An assistant's subgraphs are listed by namespace, with their schemas."""
+    found = await client.assistants.get_subgraphs("mix")
+    assert list(found) == ["child"]
+    assert "topic" in found["child"]["input_schema"]["properties"]
+
+
+async def test_wait_keeps_the_connection_alive_with_newlines(server_url: str) -> None:
+    """While a run goes on, /runs/wait sends newlines (valid leading JSON whitespace)
+    every heartbeat, then the final values."""
+    async with httpx.AsyncClient(base_url=server_url, timeout=60) as http:
+        response = await http.post(
+            "/runs/wait", json={"assistant_id": "slow", "input": {"steps": 1, "sleep_s": 2}}
+        )
+    assert response.status_code == 200
+    assert response.text.startswith("\n")
+    assert response.json()["completed"] == [1]
