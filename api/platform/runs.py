@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
@@ -32,7 +33,7 @@ from lg_deploy.core.errors import BackendUnavailable, NotFound, QueueFull
 from lg_deploy.core.events import METADATA, EventLog, NewEvent
 from lg_deploy.core.graphs import GraphRegistry
 from lg_deploy.core.ids import new_execution_id
-from lg_deploy.core.models import Execution, Thread, utcnow
+from lg_deploy.core.models import Assistant, Execution, Thread, utcnow
 from lg_deploy.core.platform.assistants import merge_config
 from lg_deploy.core.platform.errors import BadRequest
 from lg_deploy.core.platform.runs import RunOptions
@@ -120,7 +121,7 @@ class Runs:
         return execution
 
     def _execution(
-        self, body: RunCreate, assistant: Any, thread_id: str, stateless: bool
+        self, body: RunCreate, assistant: Assistant, thread_id: str, stateless: bool
     ) -> Execution:
         run_id = new_execution_id()
         given = body.config or {}
@@ -220,12 +221,18 @@ class Runs:
             checkpointer=self.checkpointer,
         )
 
-    def on_disconnect(self, execution: Execution, wanted: bool) -> Any:
+    def on_disconnect(
+        self, execution: Execution, wanted: bool
+    ) -> Callable[[], Awaitable[None]] | None:
+        """What to do when the client leaves before the end: cancel the run, if asked."""
         if not wanted:
             return None
 
         async def cancel() -> None:
-            current = await self.store.get(execution.execution_id)
+            try:
+                current = await self.store.get(execution.execution_id)
+            except NotFound:
+                return
             if is_active(current.status):
                 log.info(
                     "run %s: its client went away; cancelled (on_disconnect)",
