@@ -11,8 +11,9 @@ to the run's event log (``core/events/``) for the API processes to serve.
   ``join_stream`` can ask for a subset.
 - A later attempt (the worker died, or the run was retried) starts with a ``metadata``
   event carrying its attempt number. When it continues from the run's own checkpoint,
-  LangGraph first repeats the checkpoint's values; that chunk is dropped when the stream
-  already carried those values (docs/compat.md, "Streaming").
+  LangGraph first repeats that checkpoint's ``values`` (and its ``checkpoints`` and
+  ``debug`` checkpoint event); each is dropped when the stream already carried it
+  (docs/compat.md, "Streaming").
 - The stream is best effort: when the event log cannot be reached the run goes on, and
   its result is recorded as always.
 """
@@ -46,6 +47,25 @@ LANGGRAPH_MODE = {
 }
 
 
+# The modes whose first chunk LangGraph repeats when it continues from a checkpoint, and
+# which chunk that is.
+REPEATED: dict[str, Any] = {
+    "values": lambda chunk: True,
+    "checkpoints": lambda chunk: True,
+    "debug": lambda chunk: isinstance(chunk, dict) and chunk.get("type") == "checkpoint",
+}
+
+
+def _comparable(mode: str, data: str) -> str:
+    """A debug event's time differs between the first sending and its repeat."""
+    if mode != "debug":
+        return data
+    parsed = json.loads(data)
+    if isinstance(parsed, dict):
+        parsed.pop("timestamp", None)
+    return json.dumps(parsed, sort_keys=True)
+
+
 def dumps(value: Any) -> str:
     return json.dumps(to_jsonable(value), separators=(",", ":"), ensure_ascii=False)
 
@@ -62,7 +82,9 @@ class RunStream:
         self.modes = set(modes)
         self._partial: dict[str, BaseMessageChunk] = {}
         self._announced: set[str] = set()
-        self._streamed_values: set[str] | None = None
+        # While a later attempt has not yet passed the checkpoint it continues from: what
+        # the stream carried so far, per mode whose first chunk LangGraph repeats.
+        self._streamed: dict[str, set[str]] = {}
         self._broken = False
 
     def langgraph_modes(self) -> list[str]:
@@ -88,21 +110,23 @@ class RunStream:
         if self.attempt > 1:
             data = dumps({"run_id": str(self.run_id), "attempt": self.attempt})
             await self._append(NewEvent(METADATA, data))
-        if continuing and "values" in self.modes:
-            self._streamed_values = await self._values_so_far()
+        if continuing and self.modes & set(REPEATED):
+            self._streamed = await self._so_far()
 
-    async def _values_so_far(self) -> set[str] | None:
-        """The data of every root ``values`` event the stream carried so far."""
+    async def _so_far(self) -> dict[str, set[str]]:
+        """What the stream carried so far, in the modes LangGraph repeats, by mode."""
+        found: dict[str, set[str]] = {mode: set() for mode in REPEATED if mode in self.modes}
         if self.events is None:
-            return None
-        found: set[str] = set()
+            return {}
         after = START
         try:
             while batch := await self.events.read(self.run_id, after=after):
-                found.update(event.data for event in batch if event.event == "values")
+                for event in batch:
+                    if event.event in found:
+                        found[event.event].add(_comparable(event.event, event.data))
                 after = batch[-1].id
         except BackendUnavailable:
-            return None
+            return {}
         return found
 
     async def end(self) -> None:
@@ -117,9 +141,9 @@ class RunStream:
         if mode not in self.modes:
             return
         data = dumps(chunk)
-        if mode == "values" and not namespace and self._streamed_values is not None:
-            streamed, self._streamed_values = self._streamed_values, None
-            if data in streamed:  # the checkpoint's values, repeated by LangGraph
+        if not namespace and mode in self._streamed and REPEATED[mode](chunk):
+            streamed = self._streamed.pop(mode)
+            if _comparable(mode, data) in streamed:  # repeated by LangGraph: sent already
                 return
         await self._append(NewEvent(mode + suffix, data, mode))
 
