@@ -3,8 +3,8 @@
 durable executions (docs/compat.md). Errors answer ``{"detail": ...}`` as the SDK expects.
 
 - ``assistants.py``: ``/assistants``; ``threads.py`` and ``state.py``: ``/threads``;
-  ``runs.py``: ``/threads/{id}/runs`` and ``/runs``; ``streams.py``: SSE and waiting;
-  ``meta.py``: ``/ok`` and ``/info``.
+  ``runs.py``: ``/threads/{id}/runs`` and ``/runs`` (``run_ops.py``: creating, finding
+  and stopping them); ``streams.py``: SSE and waiting; ``meta.py``: ``/ok`` and ``/info``.
 """
 
 from __future__ import annotations
