@@ -10,7 +10,7 @@ from importlib.metadata import version
 from fastapi import FastAPI
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from lg_deploy.api import errors, metrics
+from lg_deploy.api import errors, metrics, platform
 from lg_deploy.api.auth import ApiKeys
 from lg_deploy.api.deps import BackendsFactory
 from lg_deploy.api.health import router as health_router
@@ -23,7 +23,9 @@ from lg_deploy.core.settings import Settings
 
 DESCRIPTION = """Durable LangGraph executions behind a REST API.
 
-Every error answers with `{"error": {"code", "message", "details"}}`."""
+Every error answers with `{"error": {"code", "message", "details"}}`, except on the routes
+of the LangGraph Platform API (assistants, threads, runs, /ok, /info), which answer
+`{"detail": ...}` as langgraph-sdk expects."""
 
 
 def create_app(
@@ -41,6 +43,7 @@ def create_app(
         async with backends() as opened:
             waiters = Waiters(opened.store, opened.queue)
             await waiters.start()
+            await platform.start(opened, registry)
             app.state.backends = opened
             app.state.waiters = waiters
             try:
@@ -62,6 +65,7 @@ def create_app(
     app.include_router(router)
     app.include_router(health_router)
     app.include_router(metrics.router)
+    app.include_router(platform.router)  # the LangGraph Platform API (docs/compat.md)
     app.add_middleware(
         BodyLimit, max_bytes=settings.max_body_bytes, read_timeout_s=settings.body_timeout_s
     )

@@ -10,7 +10,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lg_deploy.api.errors import send_error
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# /ok: the LangGraph Platform API's health check, open like the probes.
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/ok"})
 
 
 class ApiKeys:

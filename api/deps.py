@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from lg_deploy.api.waiting import Waiters
+from lg_deploy.core.events import EventLog
 from lg_deploy.core.graphs import GraphRegistry
 from lg_deploy.core.queue import Queue
 from lg_deploy.core.settings import Settings
@@ -23,10 +25,14 @@ from lg_deploy.core.store import Store
 
 @dataclass
 class Backends:
-    """What the API needs of the outside world: the store and the queue."""
+    """What the API needs of the outside world: the store and the queue; and for the
+    LangGraph Platform API (``api/platform/``), the runs' event log and a checkpointer
+    that reads and updates threads' state."""
 
     store: Store
     queue: Queue
+    events: EventLog | None = None
+    checkpointer: BaseCheckpointSaver | None = None
 
 
 # Opens the backends for the lifetime of the app and closes them after.

@@ -100,6 +100,10 @@ class Execution(SQLModel):
     queued_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # A run of the LangGraph Platform API (api/platform/): the assistant it runs, and the
+    # platform's own fields of the run (core/platform/runs.py). None for /execute.
+    assistant_id: uuid.UUID | None = Field(default=None)
+    platform: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
 
     @property
     def attempts_used(self) -> int:
@@ -134,3 +138,62 @@ class ExecutionTable(Execution, table=True):
             postgresql_where=sa.text("status = 'RUNNING'"),
         ),
     )
+
+
+class Assistant(SQLModel, table=True):
+    """A configured variant of a graph (LangGraph Platform API): the current version of
+    its config, context and metadata. One per graph is made by the system at start-up."""
+
+    __tablename__ = "assistants"
+
+    assistant_id: uuid.UUID = Field(primary_key=True)
+    graph_id: str = Field(max_length=200)
+    config: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
+    context: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
+    meta: dict[str, Any] = Field(
+        default_factory=dict, sa_column=sa.Column("metadata", JSONType, nullable=False)
+    )
+    name: str = Field(max_length=200)
+    description: str | None = Field(default=None, sa_type=sa.Text)
+    version: int = Field(default=1)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class AssistantVersion(SQLModel, table=True):
+    """Every version an assistant had; the assistant row holds the one in use."""
+
+    __tablename__ = "assistant_versions"
+
+    assistant_id: uuid.UUID = Field(primary_key=True)
+    version: int = Field(primary_key=True)
+    graph_id: str = Field(max_length=200)
+    config: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
+    context: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
+    meta: dict[str, Any] = Field(
+        default_factory=dict, sa_column=sa.Column("metadata", JSONType, nullable=False)
+    )
+    name: str = Field(max_length=200)
+    description: str | None = Field(default=None, sa_type=sa.Text)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Thread(SQLModel, table=True):
+    """A conversation of the LangGraph Platform API. Its checkpoints are the savers'; this
+    row holds its metadata and what its last run (or state update) left: ``status`` is the
+    status while no run is active (idle, interrupted or error: busy is derived from the
+    executions), ``state_values`` the state's values, ``interrupts`` task id -> interrupts."""
+
+    __tablename__ = "threads"
+    __table_args__ = (sa.Index("ix_threads_created_at", "created_at"),)
+
+    thread_id: str = Field(primary_key=True, max_length=200)
+    meta: dict[str, Any] = Field(
+        default_factory=dict, sa_column=sa.Column("metadata", JSONType, nullable=False)
+    )
+    status: str = Field(default="idle", max_length=16)
+    state_values: Any = Field(default=None, sa_type=JSONType, nullable=True)
+    interrupts: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    state_updated_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

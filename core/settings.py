@@ -167,6 +167,31 @@ class Settings(BaseSettings):
         "or exit (written only when the graph ends or pauses: a crash starts it over).",
     )
 
+    events_url: str | None = Field(
+        default=None,
+        description="Where runs' stream events go (LangGraph Platform API): memory:// or "
+        "redis://host:port/db (default: the queue URL).",
+    )
+    events_prefix: str = Field(
+        default="lg-deploy:events", description="Redis key prefix of the runs' event streams."
+    )
+    stream_maxlen: int = Field(
+        default=10_000, ge=1, description="Events kept per run (the oldest go first)."
+    )
+    stream_ttl_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="A run's events are dropped this long after its last event.",
+    )
+    stream_heartbeat_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="An idle SSE stream or long wait sends a keep-alive this often.",
+    )
+
+    def resolved_events_url(self) -> str:
+        return self.events_url or self.queue_url
+
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{DEFAULT_DATA_DIR}/lg-deploy.db"
 

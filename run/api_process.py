@@ -27,7 +27,10 @@ def api_app(settings: Settings, registry: GraphRegistry) -> FastAPI:
         metrics_registry = CollectorRegistry()
         MultiProcessCollector(metrics_registry)
     return create_app(
-        settings, registry, lambda: open_backends(settings), metrics_registry=metrics_registry
+        settings,
+        registry,
+        lambda: open_backends(settings, events=True, checkpointer=True),
+        metrics_registry=metrics_registry,
     )
 
 

@@ -13,7 +13,9 @@ import logging
 from collections.abc import AsyncIterator
 
 from lg_deploy.api.deps import Backends
+from lg_deploy.core.checkpoint import open_checkpointer
 from lg_deploy.core.errors import BackendRefused, BackendUnavailable
+from lg_deploy.core.events import EventLog, open_event_log
 from lg_deploy.core.queue import Queue, open_queue
 from lg_deploy.core.settings import Settings
 from lg_deploy.core.store import Store, open_store
@@ -42,19 +44,40 @@ async def wait_for_backends(store: Store, queue: Queue, timeout_s: float) -> Non
                 delay = min(delay * 2, 5.0)
 
 
+def event_log(settings: Settings) -> EventLog:
+    return open_event_log(
+        settings.resolved_events_url(),
+        prefix=settings.events_prefix,
+        maxlen=settings.stream_maxlen,
+        ttl_s=settings.stream_ttl_s,
+    )
+
+
 @contextlib.asynccontextmanager
-async def open_backends(settings: Settings) -> AsyncIterator[Backends]:
-    """The store and the queue of ``settings``, once both answer; closed on exit."""
-    store = open_store(settings.resolved_database_url(), pool_size=settings.database_pool_size)
+async def open_backends(
+    settings: Settings, *, events: bool = False, checkpointer: bool = False
+) -> AsyncIterator[Backends]:
+    """The store and the queue of ``settings``, once both answer; closed on exit. With
+    ``events``, the runs' event log too (API and workers); with ``checkpointer``, a
+    checkpointer of the database (the API, for threads' state)."""
+    url = settings.resolved_database_url()
+    store = open_store(url, pool_size=settings.database_pool_size)
     queue = open_queue(
         settings.queue_url,
         name=settings.queue_name,
         poll_delay_s=settings.queue_poll_s,
         read_limit=settings.queue_read_limit,
     )
+    log_of_events = event_log(settings) if events else None
     try:
         await wait_for_backends(store, queue, settings.startup_timeout_s)
-        yield Backends(store, queue)
+        if not checkpointer:
+            yield Backends(store, queue, log_of_events)
+            return
+        async with open_checkpointer(url, pool_size=5) as saver:
+            yield Backends(store, queue, log_of_events, saver)
     finally:
+        if log_of_events is not None:
+            await log_of_events.close()
         await queue.close()
         await store.close()

@@ -62,6 +62,7 @@ async def running_worker(
                 backoff_max_s=settings.retry_backoff_max_s,
             ),
             durability=settings.durability,
+            events=backends.events,
         )
         await worker.start(orphans_are_mine=settings.queue_url.startswith("memory://"))
         try:
@@ -76,7 +77,7 @@ def backends_with_worker(settings: Settings, registry: GraphRegistry) -> Backend
     @contextlib.asynccontextmanager
     async def opened() -> AsyncIterator[Backends]:
         async with (
-            open_backends(settings) as backends,
+            open_backends(settings, events=True, checkpointer=True) as backends,
             running_worker(settings, registry, backends, drain_s=0.0),
         ):
             yield backends
@@ -116,7 +117,7 @@ async def run_worker(settings: Settings, registry: GraphRegistry) -> None:
         loop.add_signal_handler(signum, on_signal, signum)
     try:
         async with (
-            open_backends(settings) as backends,
+            open_backends(settings, events=True) as backends,
             running_worker(settings, registry, backends, drain_s=settings.drain_s) as worker,
         ):
             serving.append(worker)

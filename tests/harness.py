@@ -213,6 +213,19 @@ class Fleet:
             self.processes.append(worker.start())
         return [worker.wait_ready() for worker in started]
 
+    def start(self, *, apis: int = 1, workers: int = 0, **env: str) -> list[Process]:
+        """Start ``apis`` API and ``workers`` worker processes side by side, then wait
+        until every one is ready (quicker than one after the other); APIs come first."""
+        started: list[Server | Worker] = [
+            *(Server(["api"], self._log("api"), {**self.env, **env}) for _ in range(apis)),
+            *(Worker(self._log("worker"), {**self.env, **env}) for _ in range(workers)),
+        ]
+        for process in started:
+            self.processes.append(process.start())
+        for process in started:
+            process.wait_ready()
+        return list(started)
+
     @property
     def workers(self) -> list[Worker]:
         return [p for p in self.processes if isinstance(p, Worker)]

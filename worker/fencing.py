@@ -14,6 +14,7 @@ database) stay the graph's failure.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import inspect
 import sqlite3
@@ -100,7 +101,10 @@ def _guarded_write(
     async def guarded(*args: Any, **kwargs: Any) -> Any:
         try:
             clock.check()
-            return await call(*args, **kwargs)
+            # A write, once started, finishes even when the attempt is stopped: the SQLite
+            # saver cancelled between its INSERT and its COMMIT would keep the database's
+            # write lock, and every other writer would wait on it.
+            return await asyncio.shield(call(*args, **kwargs))
         except Exception as exc:
             on_failure(exc)
             raise

@@ -23,14 +23,18 @@ from langgraph.types import Interrupt
 
 from lg_deploy.core import logcontext
 from lg_deploy.core.errors import BackendUnavailable, LeaseLost
+from lg_deploy.core.events import EventLog
 from lg_deploy.core.graphs import GraphRegistry
 from lg_deploy.core.jsonable import storable_text, to_jsonable
 from lg_deploy.core.models import Execution, utcnow
+from lg_deploy.core.platform.runs import RunOptions
 from lg_deploy.core.queue import Queue
 from lg_deploy.core.states import Status
 from lg_deploy.core.store import Outcome, Recorded, Store, Waiting
+from lg_deploy.core.store.platform_base import PlatformStore
 from lg_deploy.worker import metrics
 from lg_deploy.worker.fencing import LeaseClock, fenced
+from lg_deploy.worker.platform_run import PlatformRun, run_platform
 from lg_deploy.worker.resume import ResumeConflict, choose_input, graph_config
 from lg_deploy.worker.retries import RetryPolicy
 
@@ -103,7 +107,9 @@ class Runner:
         limits: Limits | None = None,
         retry: RetryPolicy | None = None,
         durability: Durability = "sync",
+        events: EventLog | None = None,
     ) -> None:
+        """``events``: where the runs of the LangGraph Platform API stream their events."""
         self.store = store
         self.queue = queue
         self.registry = registry
@@ -114,6 +120,7 @@ class Runner:
         self.limits = limits or Limits()
         self.retry = retry or RetryPolicy()
         self.durability = durability
+        self.events = events
         self.attempts: dict[uuid.UUID, _Attempt] = {}
 
     async def run(self, execution_id: uuid.UUID) -> None:
@@ -366,6 +373,20 @@ class Runner:
     async def _invoke(self, execution: Execution, checkpointer: BaseCheckpointSaver) -> Outcome:
         config = graph_config(execution)
         graph = await self.registry.build(execution.graph_id, config, checkpointer)
+        durability = cast(
+            Durability,
+            execution.durability
+            or self.registry.graphs[execution.graph_id].durability
+            or self.durability,
+        )
+        if (options := RunOptions.of(execution)) is not None:  # a platform run
+            return await run_platform(
+                PlatformRun(graph, config, execution, options, checkpointer),
+                store=cast(PlatformStore, self.store),
+                events=self.events,
+                durability=durability,
+                max_output_bytes=self.limits.max_output_bytes,
+            )
         graph_input = await choose_input(graph, config, execution)
         if isinstance(graph_input, ResumeConflict):
             return Outcome(Status.FAILED, error=graph_input.error)
@@ -373,12 +394,6 @@ class Runner:
         # static breakpoint), so the state need not be read again once it ends.
         result: Any = None
         paused: dict[str, Interrupt] | None = None
-        durability = cast(
-            Durability,
-            execution.durability
-            or self.registry.graphs[execution.graph_id].durability
-            or self.durability,
-        )
         async for mode, chunk in graph.astream(
             graph_input, config, stream_mode=["updates", "values"], durability=durability
         ):

@@ -25,6 +25,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from lg_deploy.core import logcontext
 from lg_deploy.core.errors import BackendUnavailable
+from lg_deploy.core.events import EventLog
 from lg_deploy.core.graphs import GraphRegistry
 from lg_deploy.core.models import utcnow
 from lg_deploy.core.queue import Queue
@@ -71,6 +72,7 @@ class WorkerService:
         retry: RetryPolicy | None = None,
         durability: Durability = "sync",
         name: str | None = None,
+        events: EventLog | None = None,
     ) -> None:
         self.store = store
         self.queue = queue
@@ -104,6 +106,7 @@ class WorkerService:
             limits=limits,
             retry=retry,
             durability=durability,
+            events=events,
         )
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []

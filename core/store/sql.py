@@ -30,6 +30,7 @@ from lg_deploy.core.errors import (
 from lg_deploy.core.models import Execution, utcnow
 from lg_deploy.core.states import ACTIVE, TERMINAL, Move, Status
 from lg_deploy.core.store.base import Outcome, Overview, Page, Recorded, Waiting
+from lg_deploy.core.store.platform_sql import PlatformQueries
 from lg_deploy.core.store.statements import (
     C,
     T,
@@ -85,8 +86,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-class SQLStore:
-    """The store over an ``AsyncEngine``; it disposes of the engine it created itself."""
+class SQLStore(PlatformQueries):
+    """The store over an ``AsyncEngine``; it disposes of the engine it created itself. The
+    LangGraph Platform API's queries come from ``PlatformQueries``."""
 
     def __init__(self, engine: AsyncEngine, *, owns_engine: bool = False) -> None:
         self.engine = engine

@@ -1,12 +1,19 @@
-"""Graphs that exist for the test suite: failures and blocking sync nodes."""
+"""Graphs that exist for the test suite: failures, blocking sync nodes, and what the
+LangGraph Platform API streams (custom events, a subgraph, a streaming chat model)."""
 
 from __future__ import annotations
 
+import operator
 import sqlite3
 import time
+from typing import Annotated
 
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, AnyMessage
 from langchain_core.runnables import RunnableConfig
+from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
+from langgraph.graph.message import add_messages
 from langgraph.types import interrupt
 from typing_extensions import TypedDict
 
@@ -168,3 +175,54 @@ _config_echo.add_node("report_config", report_config)
 _config_echo.add_edge(START, "report_config")
 _config_echo.add_edge("report_config", END)
 config_echo = _config_echo.compile()
+
+
+class MixState(TypedDict, total=False):
+    topic: str
+    notes: Annotated[list[str], operator.add]
+
+
+def plan(state: MixState) -> MixState:
+    """Writes custom stream events, then a note."""
+    writer = get_stream_writer()
+    writer({"progress": "planning", "topic": state.get("topic", "")})
+    return {"notes": ["planned"]}
+
+
+def research(state: MixState) -> MixState:
+    get_stream_writer()({"progress": "researching"})
+    return {"notes": [f"found {state.get('topic', '')}"]}
+
+
+_research = StateGraph(MixState)
+_research.add_node("research", research)
+_research.add_edge(START, "research")
+_research.add_edge("research", END)
+
+_mix = StateGraph(MixState)
+_mix.add_node("plan", plan)
+_mix.add_node("child", _research.compile())
+_mix.add_edge(START, "plan")
+_mix.add_edge("plan", "child")
+_mix.add_edge("child", END)
+# Custom events, and a subgraph (for stream_subgraphs).
+mix = _mix.compile()
+
+
+class ChatState(TypedDict):
+    messages: Annotated[list[AnyMessage], add_messages]
+
+
+async def reply(state: ChatState) -> ChatState:
+    """A chat model that streams its answer token by token (a fake: no API key)."""
+    asked = str(state["messages"][-1].content)
+    model = GenericFakeChatModel(messages=iter([AIMessage(content=f"you said {asked} and more")]))
+    return {"messages": [await model.ainvoke(state["messages"])]}
+
+
+_chat = StateGraph(ChatState)
+_chat.add_node("reply", reply)
+_chat.add_edge(START, "reply")
+_chat.add_edge("reply", END)
+# Streams message chunks (the messages stream modes).
+chat = _chat.compile()

@@ -1,0 +1,196 @@
+"""Request bodies of the LangGraph Platform API, as ``langgraph-sdk`` sends them.
+
+Fields the platform ignores, or that this implementation does not use, are accepted and
+ignored (the SDK sends some on every call); what a store or LangGraph could not take back
+is refused with 422, as on the rest of the API (``core/jsonable.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from lg_deploy.core.jsonable import find_unstorable
+from lg_deploy.core.platform.runs import STREAM_MODES
+
+Json = dict[str, Any]
+SortOrder = Literal["asc", "desc"]
+ThreadStatusIn = Literal["idle", "busy", "interrupted", "error"]
+
+
+def _storable(value: Any) -> Any:
+    if problem := find_unstorable(value):
+        raise ValueError(problem)
+    return value
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class AssistantCreate(Body):
+    graph_id: str = Field(min_length=1, max_length=200)
+    assistant_id: str | None = None
+    config: Json = Field(default_factory=dict)
+    context: Json = Field(default_factory=dict)
+    metadata: Json = Field(default_factory=dict)
+    if_exists: Literal["raise", "do_nothing"] = "raise"
+    name: str | None = Field(default=None, max_length=200)
+    description: str | None = None
+
+    _check = field_validator("config", "context", "metadata")(_storable)
+
+
+class AssistantPatch(Body):
+    graph_id: str | None = Field(default=None, min_length=1, max_length=200)
+    config: Json | None = None
+    context: Json | None = None
+    metadata: Json | None = None
+    name: str | None = Field(default=None, max_length=200)
+    description: str | None = None
+
+    _check = field_validator("config", "context", "metadata")(_storable)
+
+
+class AssistantCount(Body):
+    metadata: Json | None = None
+    graph_id: str | None = None
+    name: str | None = None
+
+
+class AssistantSearch(AssistantCount):
+    limit: int = Field(default=10, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0)
+    sort_by: Literal["assistant_id", "created_at", "updated_at", "name", "graph_id"] | None = None
+    sort_order: SortOrder | None = None
+    select: list[str] | None = None
+
+
+class AssistantVersionsSearch(Body):
+    metadata: Json | None = None
+    limit: int = Field(default=10, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0)
+
+
+class AssistantLatest(Body):
+    version: int = Field(ge=1)
+
+
+class StateUpdateIn(Body):
+    values: Any = None
+    command: Json | None = None
+    as_node: str | None = None
+
+
+class Superstep(Body):
+    updates: list[StateUpdateIn]
+
+
+class ThreadCreate(Body):
+    thread_id: str | None = Field(default=None, min_length=1, max_length=200)
+    metadata: Json = Field(default_factory=dict)
+    if_exists: Literal["raise", "do_nothing"] = "raise"
+    supersteps: list[Superstep] | None = None
+
+    _check = field_validator("metadata")(_storable)
+
+
+class ThreadCount(Body):
+    metadata: Json | None = None
+    status: ThreadStatusIn | None = None
+
+
+class ThreadSearch(ThreadCount):
+    ids: list[str] | None = None
+    limit: int = Field(default=10, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0)
+    sort_by: Literal["thread_id", "status", "created_at", "updated_at"] | None = None
+    sort_order: SortOrder | None = None
+    select: list[str] | None = None
+
+
+class ThreadPatch(Body):
+    metadata: Json = Field(default_factory=dict)
+
+    _check = field_validator("metadata")(_storable)
+
+
+class ThreadStateUpdate(Body):
+    values: Any = None
+    checkpoint: Json | None = None
+    checkpoint_id: str | None = None
+    as_node: str | None = None
+
+    _check = field_validator("values")(_storable)
+
+
+class ThreadStateAt(Body):
+    checkpoint: Json
+    subgraphs: bool = False
+
+
+class HistorySearch(Body):
+    limit: int = Field(default=10, ge=1, le=1000)
+    before: str | Json | None = None
+    metadata: Json | None = None
+    checkpoint: Json | None = None
+
+
+class CommandIn(Body):
+    update: Any = None
+    resume: Any = None
+    goto: Any = None
+
+
+class RunCreate(Body):
+    """``RunCreateStateful`` and ``RunCreateStateless`` with their streaming variants."""
+
+    assistant_id: str = Field(min_length=1, max_length=200)
+    input: Any = None
+    command: CommandIn | None = None
+    metadata: Json | None = None
+    config: Json | None = None
+    context: Json | None = None
+    checkpoint: Json | None = None
+    checkpoint_id: str | None = None
+    stream_mode: str | list[str] = "values"
+    stream_subgraphs: bool = False
+    stream_resumable: bool = False
+    interrupt_before: Literal["*"] | list[str] | None = None
+    interrupt_after: Literal["*"] | list[str] | None = None
+    webhook: str | None = None
+    feedback_keys: list[str] | None = None
+    multitask_strategy: Literal["reject", "rollback", "interrupt", "enqueue"] | None = None
+    if_not_exists: Literal["create", "reject"] | None = None
+    after_seconds: float | None = Field(default=None, ge=0, le=7 * 24 * 3600)
+    durability: Literal["sync", "async", "exit"] | None = None
+    checkpoint_during: bool | None = None
+    on_disconnect: Literal["cancel", "continue"] = "continue"
+    on_completion: Literal["delete", "keep"] | None = None
+
+    _check = field_validator("input", "metadata", "config", "context")(_storable)
+
+    @field_validator("stream_mode")
+    @classmethod
+    def _known_modes(cls, value: str | list[str]) -> list[str]:
+        modes = [value] if isinstance(value, str) else list(value)
+        unknown = [m for m in modes if m not in STREAM_MODES]
+        if unknown:
+            raise ValueError(
+                f"unknown stream mode {unknown[0]!r}; known: {', '.join(STREAM_MODES)}"
+            )
+        return modes or ["values"]
+
+    @field_validator("command")
+    @classmethod
+    def _storable_command(cls, value: CommandIn | None) -> CommandIn | None:
+        if value is not None:
+            _storable(value.model_dump())
+        return value
+
+
+class RunsCancel(Body):
+    status: Literal["pending", "running", "all"] | None = None
+    thread_id: str | None = None
+    run_ids: list[str] | None = None

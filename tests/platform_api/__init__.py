@@ -1,0 +1,1 @@
+"""Tests of the LangGraph Platform API (api/platform/) with the official langgraph-sdk."""
