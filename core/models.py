@@ -129,6 +129,14 @@ class ExecutionTable(Execution, table=True):
             sqlite_where=sa.text("status = 'QUEUED'"),
             postgresql_where=sa.text("status = 'QUEUED'"),
         ),
+        # A cancelled execution whose worker has not yet let go of it (it keeps its lease
+        # until its graph stops): its thread takes no other claim meanwhile (invariant 5).
+        sa.Index(
+            "ix_executions_stopping_thread",
+            "thread_id",
+            sqlite_where=sa.text("status = 'CANCELLED' AND lease_owner IS NOT NULL"),
+            postgresql_where=sa.text("status = 'CANCELLED' AND lease_owner IS NOT NULL"),
+        ),
         # Invariant 5: at most one RUNNING execution per thread, enforced by the database.
         sa.Index(
             "ux_executions_running_thread",

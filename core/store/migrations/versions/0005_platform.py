@@ -4,8 +4,6 @@ fields of a run (its assistant, and the options it was created with) on executio
 Revision ID: 0005
 Revises: 0003
 Create Date: 2026-11-27
-
-(The data retention work adds 0004; the chain is settled when both are merged.)
 """
 
 from collections.abc import Sequence
