@@ -61,13 +61,20 @@ class ThreadBusy(LgDeployError):
 
 
 class ExecutionActive(LgDeployError):
-    def __init__(self, execution_id: str, status: str) -> None:
+    def __init__(self, execution_id: str, status: str, *, stopping: bool = False) -> None:
         self.execution_id = execution_id
         self.status = status
-        super().__init__(
-            f"execution {execution_id} is {status}: only a finished execution may be deleted "
-            "(cancel it first)"
-        )
+        if stopping:
+            message = (
+                f"execution {execution_id} is {status} but its graph is still stopping: "
+                "it may be deleted once its worker has let go of it (seconds, at most a lease)"
+            )
+        else:
+            message = (
+                f"execution {execution_id} is {status}: only a finished execution may be "
+                "deleted (cancel it first)"
+            )
+        super().__init__(message)
 
 
 class QueueFull(LgDeployError):

@@ -9,7 +9,13 @@ from typing import Any
 
 import pytest
 
-from lg_deploy.core.errors import IdempotencyConflict, InvalidTransition, NotFound, ThreadBusy
+from lg_deploy.core.errors import (
+    ExecutionActive,
+    IdempotencyConflict,
+    InvalidTransition,
+    NotFound,
+    ThreadBusy,
+)
 from lg_deploy.core.ids import new_execution_id
 from lg_deploy.core.models import Execution, utcnow
 from lg_deploy.core.states import Status
@@ -215,6 +221,53 @@ async def test_cancel_moves_queued_and_running_to_cancelled(store: Store) -> Non
     assert (await store.get(running.execution_id)).status is Status.CANCELLED
     with pytest.raises(NotFound):
         await store.cancel(uuid.uuid4())
+
+
+async def test_a_cancelled_running_execution_holds_its_thread_until_let_go(store: Store) -> None:
+    """Cancelling a RUNNING execution keeps its lease: its graph may still be stopping, so
+    the next execution of its thread cannot be claimed, nor the row deleted, until the
+    attempt's worker lets go; then the next one comes back in the same round trip."""
+    running, following = new(thread_id="t-stop"), new(thread_id="t-stop")
+    await store.create(running)
+    claimed = await store.claim(running.execution_id, "w", 30)
+    assert claimed is not None
+    await store.create(following)
+    cancelled = await store.cancel(running.execution_id)
+    assert cancelled.status is Status.CANCELLED
+    assert cancelled.lease_owner == "w"
+    assert await store.claim(following.execution_id, "w2", 30) is None
+    with pytest.raises(ExecutionActive, match="still stopping"):
+        await store.delete(running.execution_id)
+    assert await store.let_go(running.execution_id, claimed.attempt + 1) is None  # not its attempt
+    recorded = await store.let_go(running.execution_id, claimed.attempt)
+    assert recorded is not None and recorded.next_on_thread is not None
+    assert recorded.next_on_thread.execution_id == following.execution_id
+    assert (await store.get(running.execution_id)).lease_owner is None
+    assert await store.let_go(running.execution_id, claimed.attempt) is None  # once only
+    assert await store.claim(following.execution_id, "w2", 30) is not None
+    await store.cancel(following.execution_id)
+    await store.delete(running.execution_id)
+
+
+async def test_a_cancelled_execution_whose_lease_ended_is_found_to_let_go_of(
+    store: Store,
+) -> None:
+    """A worker that died while its cancelled graph was stopping never lets go: once the
+    lease has run out, ``stopping_expired`` finds it for the reconciler to let go of."""
+    running, following = new(thread_id="t-dead"), new(thread_id="t-dead")
+    await store.create(running)
+    assert await store.claim(running.execution_id, "w", 30) is not None
+    await store.create(following)
+    await store.cancel(running.execution_id)
+    assert await store.stopping_expired() == []  # the lease runs on
+    later = utcnow() + timedelta(seconds=60)
+    [expired] = await store.stopping_expired(later)
+    assert (expired.execution_id, expired.attempt) == (running.execution_id, 1)
+    recorded = await store.let_go(expired.execution_id, expired.attempt)
+    assert recorded is not None and recorded.next_on_thread is not None
+    assert recorded.next_on_thread.execution_id == following.execution_id
+    assert await store.stopping_expired(later) == []
+    assert await store.claim(following.execution_id, "w2", 30) is not None
 
 
 async def test_interrupt_then_resume_requeues_with_the_value(store: Store) -> None:

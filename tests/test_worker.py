@@ -270,3 +270,55 @@ async def test_an_execution_runs_with_the_durability_it_asked_for(
     config: Any = {"configurable": {"thread_id": execution.thread_id}}
     saved = [c async for c in checkpointer.alist(config)]
     assert (len(saved) > 4) if durability == "sync" else (len(saved) == 1)
+
+
+async def test_a_cancelled_graph_stops_before_its_thread_runs_the_next(
+    store: Store, registry: GraphRegistry, checkpointer: Any, database_url: str, tmp_path: Path
+) -> None:
+    """A cancelled graph may take a while to stop (a node cleaning up): the next execution
+    of its thread, submitted right after the cancel, starts only once it has stopped, so
+    two graphs never run on one thread at once (invariant 5)."""
+    marker = tmp_path / "order.txt"
+    worker = worker_for(store, registry, checkpointer, database_url)
+    await worker.start()
+    try:
+        first = await add(
+            store,
+            "stubborn",
+            {"name": "A", "sleep_s": 30, "cleanup_s": 1.0, "marker_file": str(marker)},
+            "shared",
+        )
+        await worker.queue.enqueue(first.execution_id)
+        await eventually(lambda: lines(marker) == ["A started"], what="A running")
+        await store.cancel(first.execution_id)
+        await worker.queue.publish("cancelled", first.execution_id)
+        second = await add(
+            store, "stubborn", {"name": "B", "sleep_s": 0, "marker_file": str(marker)}, "shared"
+        )
+        await worker.queue.enqueue(second.execution_id)
+        await _wait_completed(store, [second.execution_id])
+    finally:
+        await worker.stop()
+    assert lines(marker) == ["A started", "A stopped", "B started", "B finished"]
+    cancelled = await store.get(first.execution_id)
+    assert cancelled.status is Status.CANCELLED
+    assert cancelled.lease_owner is None
+
+
+async def test_the_reconciler_lets_go_of_a_cancelled_execution_whose_worker_died(
+    store: Store, registry: GraphRegistry, checkpointer: Any, database_url: str
+) -> None:
+    """A worker that died while its cancelled graph was stopping holds the thread only
+    until its lease ends: the reconciler lets go and runs the thread's next execution."""
+    dead = await add(store, "steps", {"text": "a"}, "orphaned")
+    assert await store.claim(dead.execution_id, "vanished", 0.5) is not None
+    await store.cancel(dead.execution_id)
+    following = await add(store, "steps", {"text": "b"}, "orphaned")
+    worker = worker_for(store, registry, checkpointer, database_url, reconcile_interval_s=0.2)
+    await worker.start()
+    try:
+        await worker.queue.enqueue(following.execution_id)  # refused: the thread is held
+        await _wait_completed(store, [following.execution_id])
+    finally:
+        await worker.stop()
+    assert (await store.get(dead.execution_id)).lease_owner is None

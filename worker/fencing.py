@@ -104,7 +104,17 @@ def _guarded_write(
             # A write, once started, finishes even when the attempt is stopped: the SQLite
             # saver cancelled between its INSERT and its COMMIT would keep the database's
             # write lock, and every other writer would wait on it.
-            return await asyncio.shield(call(*args, **kwargs))
+            write = asyncio.ensure_future(call(*args, **kwargs))
+            try:
+                return await asyncio.shield(write)
+            except asyncio.CancelledError:
+                # ... and the attempt counts as stopped only once the write is over: a
+                # cancelled execution's thread may run its next one as soon as its worker
+                # lets go, and that one must not see this checkpoint land after it began.
+                await asyncio.wait([write])
+                if not write.cancelled():
+                    write.exception()  # retrieved: the attempt is stopping either way
+                raise
         except Exception as exc:
             on_failure(exc)
             raise

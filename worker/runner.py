@@ -22,11 +22,16 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.types import Interrupt
 
 from lg_deploy.core import logcontext
-from lg_deploy.core.errors import BackendUnavailable, LeaseLost
+from lg_deploy.core.errors import BackendUnavailable, LeaseLost, NotFound
 from lg_deploy.core.events import EventLog
 from lg_deploy.core.graphs import GraphRegistry
 from lg_deploy.core.jsonable import storable_text, to_jsonable
 from lg_deploy.core.models import Execution, utcnow
+from lg_deploy.core.platform.rollback import (
+    asked_for_rollback,
+    delete_run,
+    delete_written_checkpoints,
+)
 from lg_deploy.core.platform.runs import RunOptions
 from lg_deploy.core.queue import Queue
 from lg_deploy.core.states import Status
@@ -239,6 +244,8 @@ class Runner:
         try:
             if await self.store.release(eid, execution.attempt, UNKNOWN_GRAPH_RETRY_S):
                 await self._enqueue(eid, execution.attempt, UNKNOWN_GRAPH_RETRY_S)
+            else:
+                await self.let_go(execution)  # cancelled meanwhile
         except BackendUnavailable as exc:
             log.warning("execution %s: cannot hand it back: %s", eid, exc)
 
@@ -254,20 +261,62 @@ class Runner:
                     log.info("execution %s handed back to the queue", eid)
                     delay = self.retry.backoff_s if attempt.stop_reason == StopReason.OUTAGE else 0
                     await self._enqueue(eid, number, delay)
+                else:
+                    await self.let_go(execution)  # cancelled meanwhile
                 return
-            waiting = None
             if outcome is None:
                 log.info("execution %s attempt %d stopped: %s", eid, number, attempt.stop_reason)
-                waiting = await self.store.next_queued_on_thread(execution.thread_id)
-            elif await self._retry(execution, outcome):
+                await self.let_go(execution)
+                return
+            if await self._retry(execution, outcome):
                 return  # the thread waits for this execution's next attempt
-            elif (recorded := await self._record(execution, outcome)) is not None:
-                waiting = recorded.next_on_thread
-            if waiting is not None:
-                await self.reenqueue(waiting)
+            if (recorded := await self._record(execution, outcome)) is None:
+                await self.let_go(execution)  # the result was refused: cancelled meanwhile?
+            elif recorded.next_on_thread is not None:
+                await self.reenqueue(recorded.next_on_thread)
         except BackendUnavailable as exc:
-            # Whatever was not written, the lease expires and the reconciler runs it again.
+            # Whatever was not written, the lease expires and the reconciler runs it again
+            # (or, for a cancelled execution, lets go of it).
             log.warning("execution %s: cannot record the result: %s", eid, exc)
+
+    async def let_go(self, execution: Execution) -> None:
+        """This attempt's graph has stopped (or its worker died, for the reconciler): if
+        the execution was cancelled meanwhile, clear its lease so its thread runs the next
+        execution, and enqueue that one. A platform run cancelled with ``rollback`` is
+        rolled back first. An attempt that was taken over instead leaves the thread to
+        the attempt that took it."""
+        eid = execution.execution_id
+        rolled_back: int | None = None
+        if RunOptions.of(execution) is not None:
+            rolled_back = await self._roll_back_if_asked(execution)
+        recorded = await self.store.let_go(eid, execution.attempt)
+        if recorded is None:
+            return
+        log.info("execution %s cancelled: its graph has stopped; thread let go", eid)
+        if rolled_back is not None:
+            store = cast(PlatformStore, self.store)
+            await delete_run(execution, store=store, checkpoints=rolled_back)
+        with contextlib.suppress(BackendUnavailable):  # only wakes long polls sooner
+            await self.queue.publish("settled", eid)
+        if recorded.next_on_thread is not None:
+            await self.reenqueue(recorded.next_on_thread)
+
+    async def _roll_back_if_asked(self, execution: Execution) -> int | None:
+        """Delete the checkpoints of a run cancelled with ``rollback`` that this attempt
+        still holds; how many (None when no rollback is due)."""
+        try:
+            current = await self.store.get(execution.execution_id)
+        except NotFound:
+            return None
+        held = current.attempt == execution.attempt and current.lease_owner is not None
+        if current.status is not Status.CANCELLED or not held:
+            return None
+        if not asked_for_rollback(current):
+            return None
+        store = cast(PlatformStore, self.store)
+        return await delete_written_checkpoints(
+            current, store=store, checkpointer=self.checkpointer
+        )
 
     async def _record(self, execution: Execution, outcome: Outcome) -> Recorded | None:
         """Finish the attempt with ``outcome``; None when it no longer held the execution."""
@@ -311,7 +360,8 @@ class Runner:
         )
 
     async def _retry(self, execution: Execution, outcome: Outcome) -> bool:
-        """Queue a retryable failure again while attempts remain; True when it did."""
+        """Queue a retryable failure again while attempts remain; True when the outcome
+        is dealt with (retried, or refused because the attempt no longer holds it)."""
         if outcome.status is not Status.FAILED or outcome.error is None:
             return False
         if not self.retry.is_retryable(outcome.error["type"], outcome.cause):
@@ -321,18 +371,20 @@ class Runner:
             return False
         delay = self.retry.delay_s(used)
         eid, number = execution.execution_id, execution.attempt
-        if await self.store.retry(eid, number, outcome.error, delay):
-            metrics.RETRIED.labels(execution.graph_id).inc()
-            log.info(
-                "execution %s attempt %d failed (%s); retry %d of %d in %.1f s",
-                eid,
-                number,
-                outcome.error["type"],
-                used + 1,
-                execution.max_attempts,
-                delay,
-            )
-            await self._enqueue(eid, number, delay)
+        if not await self.store.retry(eid, number, outcome.error, delay):
+            await self.let_go(execution)  # cancelled meanwhile
+            return True
+        metrics.RETRIED.labels(execution.graph_id).inc()
+        log.info(
+            "execution %s attempt %d failed (%s); retry %d of %d in %.1f s",
+            eid,
+            number,
+            outcome.error["type"],
+            used + 1,
+            execution.max_attempts,
+            delay,
+        )
+        await self._enqueue(eid, number, delay)
         return True
 
     async def _enqueue(self, execution_id: uuid.UUID, attempt: int, delay_s: float) -> None:

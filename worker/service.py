@@ -218,6 +218,10 @@ class WorkerService:
             )
             await self.runner.reenqueue(waiting)
         metrics.RECOVERED.inc(len(expired))
+        # Cancelled executions whose worker died while their graph was stopping: their
+        # threads run their next executions.
+        for stopped in await self.store.stopping_expired(cutoff):
+            await self.runner.let_go(stopped)
         revived = 0
         after: uuid.UUID | None = None
         while batch := await self.store.queued_before(stale_after, after=after):

@@ -13,7 +13,11 @@ from lg_deploy.api import metrics
 from lg_deploy.core.errors import BackendUnavailable, InvalidTransition
 from lg_deploy.core.events import CANCELLED, EventLog, NewEvent
 from lg_deploy.core.models import Execution
-from lg_deploy.core.platform.checkpoints import checkpoints_of_execution
+from lg_deploy.core.platform.rollback import (
+    delete_run,
+    delete_written_checkpoints,
+    marked_for_rollback,
+)
 from lg_deploy.core.queue import Queue
 from lg_deploy.core.store.platform_base import PlatformStore
 
@@ -32,10 +36,14 @@ async def cancel_run(
     checkpointer: BaseCheckpointSaver,
 ) -> bool:
     """Cancel a queued or running run (the store first, then a notice to the worker that
-    runs it); with ``rollback``, delete it and its checkpoints too. False when the run had
-    already ended."""
+    runs it); with ``rollback``, delete it and its checkpoints too: at once when no graph
+    runs it, else by its worker once the graph has stopped (core/platform/rollback.py).
+    False when the run had already ended."""
+    rollback = action == "rollback"
     try:
-        await store.cancel(execution.execution_id)
+        cancelled = await store.cancel(
+            execution.execution_id, platform=marked_for_rollback(execution) if rollback else None
+        )
     except InvalidTransition:
         return False
     metrics.CANCELLED.labels(execution.graph_id).inc()
@@ -45,19 +53,9 @@ async def cancel_run(
         await queue.publish("settled", eid)
     with contextlib.suppress(BackendUnavailable):
         await events.append(eid, [NewEvent(CANCELLED, "{}")])
-    if action == "rollback":
-        await rollback(execution, store=store, checkpointer=checkpointer)
+    if rollback and cancelled.lease_owner is None:
+        written = await delete_written_checkpoints(
+            cancelled, store=store, checkpointer=checkpointer
+        )
+        await delete_run(cancelled, store=store, checkpoints=written)
     return True
-
-
-async def rollback(
-    execution: Execution, *, store: PlatformStore, checkpointer: BaseCheckpointSaver
-) -> None:
-    """Delete a cancelled run and the checkpoints it wrote, so that its thread is as it was
-    before the run. (A worker learns of the cancel within the notice's delay; a checkpoint
-    it writes in between outlives the rollback: docs/compat.md.)"""
-    thread_id, eid = execution.thread_id, str(execution.execution_id)
-    written = await checkpoints_of_execution(checkpointer, thread_id, eid)
-    await store.delete_checkpoints(thread_id, written)
-    await store.delete(execution.execution_id)
-    log.info("run %s rolled back: %d checkpoints deleted", eid, len(written))

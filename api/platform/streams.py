@@ -74,7 +74,8 @@ def error_frame(execution: Execution) -> bytes:
 
 
 def finished(execution: Execution) -> bool:
-    return not is_active(execution.status)
+    """Ended, and (when cancelled) its graph has stopped: its worker has let go of it."""
+    return not is_active(execution.status) and execution.lease_owner is None
 
 
 @dataclass

@@ -118,12 +118,29 @@ class Store(Protocol):
         """Hand a RUNNING attempt back to the queue (RUNNING -> QUEUED) without using up
         an attempt (``handbacks`` counts it); no worker claims it for ``delay_s``. Fenced."""
 
-    async def cancel(self, execution_id: uuid.UUID) -> Execution:
-        """Move to CANCELLED, or raise ``NotFound`` / ``InvalidTransition``."""
+    async def cancel(
+        self, execution_id: uuid.UUID, *, platform: dict[str, Any] | None = None
+    ) -> Execution:
+        """Move to CANCELLED (``platform`` replacing its platform fields, in the same
+        write), or raise ``NotFound`` / ``InvalidTransition``. A RUNNING execution keeps
+        its lease: it is *stopping* until its worker lets go of it (``let_go``), and no
+        other execution of its thread is claimed meanwhile."""
+
+    async def let_go(self, execution_id: uuid.UUID, attempt: int) -> Recorded | None:
+        """The worker of ``attempt`` has stopped its cancelled graph: clear the lease so
+        the thread runs its next execution, returned in the same round trip. None when
+        the attempt held no cancelled execution (it finished, or was taken over)."""
+
+    async def stopping_expired(
+        self, now: datetime | None = None, *, limit: int = 1000
+    ) -> list[Execution]:
+        """Cancelled executions still stopping whose lease ended before ``now`` (the
+        database's clock when None): their worker died before it let go; the reconciler
+        lets go of them."""
 
     async def delete(self, execution_id: uuid.UUID) -> None:
         """Delete a COMPLETED, FAILED or CANCELLED execution's row, or raise ``NotFound`` /
-        ``ExecutionActive``."""
+        ``ExecutionActive`` (also for a cancelled execution still stopping)."""
 
     async def resume(self, execution_id: uuid.UUID, value: Any) -> Execution:
         """INTERRUPTED -> QUEUED carrying ``value`` for the paused graph."""

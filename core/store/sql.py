@@ -41,6 +41,8 @@ from lg_deploy.core.store.statements import (
     finish_statement,
     insert_statement,
     move,
+    next_on_thread,
+    stopping,
 )
 
 _WAITING = (C.execution_id, C.attempt, C.not_before)
@@ -354,22 +356,50 @@ class SQLStore(PlatformQueries):
         )
         return row is not None
 
-    async def cancel(self, execution_id: uuid.UUID) -> Execution:
-        row = await self._apply(Move.CANCEL, execution_id, Status.CANCELLED, {})
+    async def cancel(
+        self, execution_id: uuid.UUID, *, platform: dict[str, Any] | None = None
+    ) -> Execution:
+        values = {} if platform is None else {"platform": platform}
+        row = await self._apply(Move.CANCEL, execution_id, Status.CANCELLED, values)
         if row is None:
             raise await self._explain_refusal(execution_id, Status.CANCELLED)
         return row
+
+    async def let_go(self, execution_id: uuid.UUID, attempt: int) -> Recorded | None:
+        stmt = (
+            T.update()
+            .where(C.execution_id == execution_id)
+            .where(C.attempt == attempt)
+            .where(stopping())
+            .values(lease_owner=None, lease_expires_at=None)
+            .returning(C.execution_id, *next_on_thread())
+        )
+        row = (await self._run(stmt)).first()
+        if row is None:
+            return None
+        _, *waiting = row
+        return Recorded(Waiting(*waiting) if waiting[0] is not None else None)
+
+    async def stopping_expired(
+        self, now: datetime | None = None, *, limit: int = 1000
+    ) -> list[Execution]:
+        at = db_now(self.dialect) if now is None else now
+        query = T.select().where(stopping()).where(C.lease_expires_at < at).limit(limit)
+        return [_row_to_execution(row) for row in await self._run(query)]
 
     async def delete(self, execution_id: uuid.UUID) -> None:
         stmt = (
             T.delete()
             .where(C.execution_id == execution_id)
             .where(C.status.in_([s.value for s in TERMINAL]))
+            .where(~stopping())
         )
         deleted = (await self._run(stmt)).rowcount
         if not deleted:
             current = await self.get(execution_id)  # raises NotFound
-            raise ExecutionActive(str(execution_id), current.status)
+            raise ExecutionActive(
+                str(execution_id), current.status, stopping=current.status in TERMINAL
+            )
 
     async def resume(self, execution_id: uuid.UUID, value: Any) -> Execution:
         row = await self._apply(

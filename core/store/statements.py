@@ -53,17 +53,29 @@ def move(which: Move, wanted: Status, now: Any) -> sa.Update:
         .execution_options(**{MOVE_OPTION: which.value})
     )
     if wanted in TERMINAL:
-        stmt = stmt.values(finished_at=now, lease_owner=None, lease_expires_at=None)
+        stmt = stmt.values(finished_at=now)
+        if which is not Move.CANCEL:
+            stmt = stmt.values(lease_owner=None, lease_expires_at=None)
+        # A cancelled attempt keeps its lease until its worker lets go of it, once its graph
+        # has stopped (``STOPPING``): until then, its thread runs nothing else.
     if wanted is Status.QUEUED:
         stmt = stmt.values(lease_owner=None, lease_expires_at=None, queued_at=now)
     return stmt
 
 
+def stopping(table: Any = T) -> Any:
+    """A cancelled execution whose graph may still be running: its worker has not let go
+    of it yet (``Store.let_go``), nor has its lease run out and the reconciler let go."""
+    return sa.and_(table.c.status == Status.CANCELLED.value, table.c.lease_owner.is_not(None))
+
+
 @cache
 def claim_statement(dialect: str) -> sa.Update:
     """QUEUED -> RUNNING for ``:claim_id`` (and ``:owner``, ``:lease_s``), unless an older
-    execution of the same thread is still queued: a thread's executions run in submission
-    order. Built once per dialect: the aliases are costly to make per call."""
+    execution of the same thread is still queued (a thread's executions run in submission
+    order) or a cancelled one is still stopping (invariant 5 holds until its graph has
+    stopped, not only until its row says CANCELLED). Built once per dialect: the aliases
+    are costly to make per call."""
     me, earlier = T.alias("me"), T.alias("earlier")
     claim_id = sa.bindparam("claim_id", type_=sa.Uuid())
     older_queued_on_thread = (
@@ -71,6 +83,12 @@ def claim_statement(dialect: str) -> sa.Update:
         .where(earlier.c.thread_id == me.c.thread_id)
         .where(earlier.c.status == Status.QUEUED.value)
         .where(earlier.c.execution_id < me.c.execution_id)
+        .where(me.c.execution_id == claim_id)
+    )
+    stopping_on_thread = (
+        sa.select(earlier.c.execution_id)
+        .where(earlier.c.thread_id == me.c.thread_id)
+        .where(stopping(earlier))
         .where(me.c.execution_id == claim_id)
     )
     if dialect == "postgresql":
@@ -86,6 +104,7 @@ def claim_statement(dialect: str) -> sa.Update:
         .where(C.execution_id == claim_id)
         .where(sa.or_(C.not_before.is_(None), C.not_before <= now))
         .where(~sa.exists(older_queued_on_thread))
+        .where(~sa.exists(stopping_on_thread))
         .values(
             attempt=C.attempt + 1,
             lease_owner=sa.bindparam("owner", type_=sa.String()),

@@ -3,6 +3,7 @@ LangGraph Platform API streams (custom events, a subgraph, a streaming chat mode
 
 from __future__ import annotations
 
+import asyncio
 import operator
 import sqlite3
 import time
@@ -61,6 +62,36 @@ _sync_slow.add_node("block", block)
 _sync_slow.add_edge(START, "block")
 _sync_slow.add_edge("block", END)
 sync_slow = _sync_slow.compile()
+
+
+class StubbornState(TypedDict, total=False):
+    name: str
+    sleep_s: float
+    cleanup_s: float
+    marker_file: str
+
+
+async def linger(state: StubbornState) -> StubbornState:
+    """An async node that, when cancelled, takes ``cleanup_s`` to clean up before it stops
+    (a client closed, a temporary file removed): its graph ends after the cancel, not at
+    it. Writes "<name> started" and "<name> stopped" lines to ``marker_file``."""
+    name, marker = state.get("name", "run"), state.get("marker_file")
+    _mark(marker, f"{name} started")
+    try:
+        await asyncio.sleep(state.get("sleep_s", 0.0))
+    except asyncio.CancelledError:
+        await asyncio.sleep(state.get("cleanup_s", 1.0))
+        _mark(marker, f"{name} stopped")
+        raise
+    _mark(marker, f"{name} finished")
+    return {}
+
+
+_stubborn = StateGraph(StubbornState)
+_stubborn.add_node("linger", linger)
+_stubborn.add_edge(START, "linger")
+_stubborn.add_edge("linger", END)
+stubborn = _stubborn.compile()
 
 
 class FlakyError(Exception):
