@@ -42,6 +42,7 @@ from lg_deploy.core.store.statements import (
     insert_statement,
     move,
     next_on_thread,
+    status_is,
     stopping,
 )
 
@@ -462,7 +463,7 @@ class SQLStore(PlatformQueries):
         query = (
             sa.select(*_WAITING)
             .where(C.thread_id == thread_id)
-            .where(C.status == Status.QUEUED.value)
+            .where(C.status == status_is(Status.QUEUED))
             .order_by(C.execution_id)
             .limit(1)
         )
