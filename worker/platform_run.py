@@ -27,6 +27,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.pregel import Pregel
 from langgraph.types import Interrupt
 
+from lg_deploy.core.checkpoint import EXECUTION_ID_KEY
 from lg_deploy.core.errors import BackendUnavailable, NotFound
 from lg_deploy.core.events import EventLog
 from lg_deploy.core.jsonable import to_jsonable
@@ -36,7 +37,6 @@ from lg_deploy.core.platform.statuses import settled_status
 from lg_deploy.core.states import Status
 from lg_deploy.core.store import Outcome
 from lg_deploy.core.store.platform_base import PlatformStore
-from lg_deploy.worker.resume import EXECUTION_ID_KEY
 from lg_deploy.worker.streaming import RunStream
 
 log = logging.getLogger("lg_deploy.worker")

@@ -24,6 +24,7 @@ from datetime import timedelta
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from lg_deploy.core import logcontext
+from lg_deploy.core.checkpoint import EXECUTION_ID_KEY
 from lg_deploy.core.errors import BackendUnavailable
 from lg_deploy.core.events import EventLog
 from lg_deploy.core.graphs import GraphRegistry
@@ -34,7 +35,6 @@ from lg_deploy.core.store import Store, Waiting
 from lg_deploy.worker import metrics
 from lg_deploy.worker.leases import LeaseKeeper
 from lg_deploy.worker.loop_watch import Culprit, LoopWatch
-from lg_deploy.worker.resume import EXECUTION_ID_KEY
 from lg_deploy.worker.retries import RetryPolicy
 from lg_deploy.worker.runner import Durability, Limits, Runner, StopReason
 
