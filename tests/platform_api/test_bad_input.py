@@ -1,0 +1,56 @@
+"""Bad input to the LangGraph Platform API, on `lg-deploy dev` and on a fleet: each request
+gets a 4xx with a `{"detail": ...}` body before anything is written, never a 500, a broken
+response or a half-made thread (docs/architecture.md, invariant 7)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+async def http(server_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=server_url, timeout=60) as client:
+        yield client
+
+
+def refused(response: httpx.Response, status: int) -> Any:
+    """The ``detail`` of an error answer with ``status``."""
+    assert response.status_code == status, (response.status_code, response.text)
+    body = response.json()
+    assert set(body) == {"detail"}, body
+    return body["detail"]
+
+
+async def finished_run(http: httpx.AsyncClient) -> tuple[str, str]:
+    """A thread and a run on it that has ended."""
+    thread_id = (await http.post("/threads", json={})).json()["thread_id"]
+    response = await http.post(
+        f"/threads/{thread_id}/runs/wait", json={"assistant_id": "steps", "input": {"text": "a"}}
+    )
+    assert response.status_code == 200
+    run_id = response.headers["Content-Location"].rsplit("/", 1)[1]
+    return thread_id, run_id
+
+
+@pytest.mark.parametrize(
+    "last_event_id",
+    ["not-an-id", "1-2-3", "-1", "99999999999999999999-0", "1-99999999999999999999"],
+)
+async def test_an_invalid_last_event_id_is_422_before_the_stream_starts(
+    http: httpx.AsyncClient, last_event_id: str
+) -> None:
+    """join_stream with a Last-Event-ID that is no event id (or beyond Redis's 64-bit
+    ids) answers 422 with a detail, instead of starting a 200 stream that breaks on its
+    first read."""
+    thread_id, run_id = await finished_run(http)
+    url = f"/threads/{thread_id}/runs/{run_id}/stream"
+    response = await http.get(url, headers={"Last-Event-ID": last_event_id})
+    assert "event id" in refused(response, 422)
+    replay = await http.get(url, headers={"Last-Event-ID": "0-0"})
+    assert replay.status_code == 200 and "event: values" in replay.text
