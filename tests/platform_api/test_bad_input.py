@@ -54,3 +54,35 @@ async def test_an_invalid_last_event_id_is_422_before_the_stream_starts(
     assert "event id" in refused(response, 422)
     replay = await http.get(url, headers={"Last-Event-ID": "0-0"})
     assert replay.status_code == 200 and "event: values" in replay.text
+
+
+async def history_length(http: httpx.AsyncClient, thread_id: str) -> int:
+    response = await http.post(f"/threads/{thread_id}/history", json={"limit": 100})
+    assert response.status_code == 200
+    return len(response.json())
+
+
+@pytest.mark.parametrize(
+    ("update", "status"),
+    [
+        ({"values": {"text": "x"}, "as_node": "no_such_node"}, 400),
+        ({"values": {"text": "x"}, "as_node": "__end__"}, 400),
+        ({"values": ["not", "a", "dict"], "as_node": "upper"}, 400),
+        ({"values": {"steps": 5}, "as_node": "upper"}, 400),
+        ({"values": {"text": "x"}, "as_node": 7}, 422),
+    ],
+    ids=["unknown-node", "end-node", "not-a-dict", "reducer-type-error", "node-not-a-string"],
+)
+async def test_a_state_update_langgraph_refuses_is_a_4xx_and_writes_nothing(
+    http: httpx.AsyncClient, update: dict[str, Any], status: int
+) -> None:
+    """POST /threads/{id}/state with an as_node the graph lacks, or values LangGraph
+    cannot apply (InvalidUpdateError, a reducer's TypeError), answers 400 (422 for a
+    malformed body), not 500, and adds no checkpoint to the thread."""
+    thread_id, _ = await finished_run(http)
+    before = await history_length(http, thread_id)
+    response = await http.post(f"/threads/{thread_id}/state", json=update)
+    assert refused(response, status)
+    assert await history_length(http, thread_id) == before
+    state = await http.get(f"/threads/{thread_id}/state")
+    assert state.json()["values"] == {"text": "A!", "steps": ["upper", "exclaim"]}
