@@ -82,9 +82,11 @@ class StateUpdateIn(Body):
     command: Json | None = None
     as_node: str | None = None
 
+    _check = field_validator("values", "command", "as_node")(_storable)
+
 
 class Superstep(Body):
-    updates: list[StateUpdateIn]
+    updates: list[StateUpdateIn] = Field(min_length=1)
 
 
 class ThreadCreate(Body):

@@ -3,9 +3,12 @@ in ``state.py``; its runs in ``runs.py``."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 
 from fastapi import APIRouter, Response
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.pregel import Pregel
 from langgraph.types import StateUpdate
 
 from lg_deploy.api.deps import QueueDep, RegistryDep
@@ -15,9 +18,10 @@ from lg_deploy.api.platform.errors import PlatformRoute, responses
 from lg_deploy.api.platform.graphs import require_graph_of_thread
 from lg_deploy.api.platform.render import json_response, page_response, thread_json
 from lg_deploy.api.platform.schemas import ThreadCount, ThreadCreate, ThreadPatch, ThreadSearch
-from lg_deploy.api.platform.state import record_state
+from lg_deploy.api.platform.state import record_state, refused_updates
 from lg_deploy.core.models import Thread
 from lg_deploy.core.platform.checkpoints import copy_thread
+from lg_deploy.core.platform.errors import AlreadyExists
 from lg_deploy.core.store.platform_base import ThreadQuery
 
 router = APIRouter(prefix="/threads", tags=["threads"], route_class=PlatformRoute)
@@ -31,18 +35,37 @@ async def create_thread(
     checkpointer: CheckpointerDep,
 ) -> Response:
     thread_id = body.thread_id or str(uuid.uuid4())
-    thread = await store.create_thread(
-        Thread(thread_id=thread_id, meta=body.metadata), body.if_exists
-    )
-    if body.supersteps:
-        graph = await require_graph_of_thread(registry, thread, checkpointer)
-        steps = [
-            [StateUpdate(u.values, u.as_node) for u in step.updates] for step in body.supersteps
-        ]
-        await graph.abulk_update_state({"configurable": {"thread_id": thread_id}}, steps)
+    thread = Thread(thread_id=thread_id, meta=body.metadata)
+    if not body.supersteps:
+        return json_response(thread_json(await store.create_thread(thread, body.if_exists)))
+    steps = [[StateUpdate(u.values, u.as_node) for u in step.updates] for step in body.supersteps]
+    # Every superstep is applied to a scratch copy first: LangGraph refuses a bad one only
+    # when it reaches it, after writing the checkpoints of those before.
+    await _apply(await require_graph_of_thread(registry, thread, InMemorySaver()), thread_id, steps)
+    try:
+        created = await store.create_thread(thread, "raise")
+    except AlreadyExists:
+        if body.if_exists == "raise":
+            raise
+        # do_nothing: the thread that exists is answered as it is, its state untouched.
+        return json_response(thread_json(await store.get_thread(thread_id)))
+    try:
+        graph = await require_graph_of_thread(registry, created, checkpointer)
+        await _apply(graph, thread_id, steps)
         await record_state(store, graph, thread_id)
-        thread = await store.get_thread(thread_id)
-    return json_response(thread_json(thread))
+    except BaseException:
+        # Leave nothing half-made behind.
+        with contextlib.suppress(Exception):
+            await checkpointer.adelete_thread(thread_id)
+        with contextlib.suppress(Exception):
+            await store.delete_thread(thread_id)
+        raise
+    return json_response(thread_json(await store.get_thread(thread_id)))
+
+
+async def _apply(graph: Pregel, thread_id: str, steps: list[list[StateUpdate]]) -> None:
+    with refused_updates():
+        await graph.abulk_update_state({"configurable": {"thread_id": thread_id}}, steps)
 
 
 @router.post("/search", summary="Search threads")

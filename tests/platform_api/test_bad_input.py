@@ -4,6 +4,7 @@ response or a half-made thread (docs/architecture.md, invariant 7)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -86,3 +87,33 @@ async def test_a_state_update_langgraph_refuses_is_a_4xx_and_writes_nothing(
     assert await history_length(http, thread_id) == before
     state = await http.get(f"/threads/{thread_id}/state")
     assert state.json()["values"] == {"text": "A!", "steps": ["upper", "exclaim"]}
+
+
+GOOD_STEP = {"updates": [{"values": {"text": "SEED", "steps": ["upper"]}, "as_node": "upper"}]}
+
+
+@pytest.mark.parametrize(
+    ("supersteps", "status"),
+    [
+        ([{"updates": [{"values": {"text": "x"}, "as_node": "no_such_node"}]}], 400),
+        ([GOOD_STEP, {"updates": [{"values": {"text": "x"}, "as_node": "no_such_node"}]}], 400),
+        ([GOOD_STEP, {"updates": [{"values": "not a dict", "as_node": "exclaim"}]}], 400),
+        ([{"updates": []}], 422),
+        ([{"updates": [{"values": {"text": "nul\u0000"}, "as_node": "upper"}]}], 422),
+        ([{"no_updates": True}], 422),
+    ],
+    ids=["unknown-node", "second-step-bad", "not-a-dict", "empty-updates", "nul", "no-updates"],
+)
+async def test_a_thread_with_bad_supersteps_is_not_created(
+    http: httpx.AsyncClient, supersteps: list[Any], status: int
+) -> None:
+    """POST /threads whose supersteps LangGraph refuses (even after a good one), or that
+    are ill-formed, answers 400 / 422 and leaves no thread and no checkpoint behind: the
+    same id can then be created afresh, with an empty state."""
+    thread_id = str(uuid.uuid4())
+    body = {"thread_id": thread_id, "metadata": {"graph_id": "steps"}, "supersteps": supersteps}
+    assert refused(await http.post("/threads", json=body), status)
+    assert refused(await http.get(f"/threads/{thread_id}"), 404)
+    made = await http.post("/threads", json={"thread_id": thread_id, "metadata": body["metadata"]})
+    assert made.status_code == 200
+    assert await history_length(http, thread_id) == 0
