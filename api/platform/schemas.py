@@ -145,6 +145,19 @@ class CommandIn(Body):
     goto: Any = None
 
 
+class RunConfigIn(Body):
+    """The keys of a run's ``config`` that the run uses, checked as ``/execute`` checks
+    them (``api/schemas.py``); the others are ignored, and the thread and checkpoint keys
+    of ``configurable`` are dropped (``api/platform/run_ops.py``)."""
+
+    configurable: Json | None = None
+    metadata: Json | None = None
+    tags: list[str] | None = None
+    recursion_limit: int | None = Field(default=None, ge=1, le=100_000)
+    max_concurrency: int | None = Field(default=None, ge=1, le=10_000)
+    run_name: str | None = Field(default=None, max_length=200)
+
+
 class RunCreate(Body):
     """``RunCreateStateful`` and ``RunCreateStateless`` with their streaming variants."""
 
@@ -152,7 +165,7 @@ class RunCreate(Body):
     input: Any = None
     command: CommandIn | None = None
     metadata: Json | None = None
-    config: Json | None = None
+    config: RunConfigIn | None = None
     context: Json | None = None
     checkpoint: Json | None = None
     checkpoint_id: str | None = None
@@ -171,7 +184,18 @@ class RunCreate(Body):
     on_disconnect: Literal["cancel", "continue"] = "continue"
     on_completion: Literal["delete", "keep"] | None = None
 
-    _check = field_validator("input", "metadata", "config", "context")(_storable)
+    _check = field_validator("input", "metadata", "context")(_storable)
+
+    @field_validator("config")
+    @classmethod
+    def _storable_config(cls, value: RunConfigIn | None) -> RunConfigIn | None:
+        if value is not None:
+            _storable(value.model_dump(exclude_none=True))
+        return value
+
+    def run_config(self) -> Json:
+        """The config as given, the keys a run uses only."""
+        return {} if self.config is None else self.config.model_dump(exclude_none=True)
 
     @field_validator("stream_mode")
     @classmethod

@@ -117,3 +117,71 @@ async def test_a_thread_with_bad_supersteps_is_not_created(
     made = await http.post("/threads", json={"thread_id": thread_id, "metadata": body["metadata"]})
     assert made.status_code == 200
     assert await history_length(http, thread_id) == 0
+
+
+async def threads_with(http: httpx.AsyncClient, metadata: dict[str, Any]) -> int:
+    response = await http.post("/threads/count", json={"metadata": metadata})
+    assert response.status_code == 200
+    count: int = response.json()
+    return count
+
+
+BOTH = {"config": {"configurable": {"model": "a"}}, "context": {"model": "b"}}
+
+
+@pytest.mark.parametrize("route", ["/runs", "/runs/wait", "/runs/stream"])
+async def test_a_refused_threadless_run_leaves_no_temporary_thread(
+    http: httpx.AsyncClient, route: str
+) -> None:
+    """A threadless run refused with 400 (configurable and context together) creates no
+    temporary thread: the refusal comes before any write."""
+    assistant = (await http.post("/assistants", json={"graph_id": "steps"})).json()
+    aid = assistant["assistant_id"]
+    response = await http.post(route, json={"assistant_id": aid, "input": {"text": "x"}, **BOTH})
+    assert "configurable and context" in refused(response, 400)
+    assert await threads_with(http, {"assistant_id": aid}) == 0
+
+
+async def test_a_refused_run_creates_no_thread_and_changes_none(http: httpx.AsyncClient) -> None:
+    """A run refused with 400 neither creates its thread (if_not_exists=create) nor
+    touches the metadata of an existing one."""
+    missing = str(uuid.uuid4())
+    response = await http.post(
+        f"/threads/{missing}/runs",
+        json={"assistant_id": "steps", "input": {}, "if_not_exists": "create", **BOTH},
+    )
+    refused(response, 400)
+    refused(await http.get(f"/threads/{missing}"), 404)
+    made = await http.post("/threads", json={"metadata": {"graph_id": "approval"}})
+    thread_id = made.json()["thread_id"]
+    response = await http.post(
+        f"/threads/{thread_id}/runs", json={"assistant_id": "steps", "input": {}, **BOTH}
+    )
+    refused(response, 400)
+    thread = (await http.get(f"/threads/{thread_id}")).json()
+    assert thread["metadata"] == {"graph_id": "approval"}
+    assert (await http.get(f"/threads/{thread_id}/runs")).json() == []
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"configurable": "not an object"},
+        {"metadata": ["not", "an", "object"]},
+        {"tags": "not-a-list"},
+        {"recursion_limit": 0},
+        {"recursion_limit": "many"},
+    ],
+)
+async def test_an_ill_formed_run_config_is_422_and_leaves_no_thread(
+    http: httpx.AsyncClient, config: dict[str, Any]
+) -> None:
+    """A run config whose known keys have the wrong shape is a 422 with nothing written,
+    not a 500 from the code that merges it with the assistant's."""
+    missing = str(uuid.uuid4())
+    response = await http.post(
+        f"/threads/{missing}/runs",
+        json={"assistant_id": "steps", "input": {}, "if_not_exists": "create", "config": config},
+    )
+    refused(response, 422)
+    refused(await http.get(f"/threads/{missing}"), 404)
