@@ -18,7 +18,13 @@ from lg_deploy.api.platform.deps import CheckpointerDep, PlatformStoreDep
 from lg_deploy.api.platform.errors import PlatformRoute, responses
 from lg_deploy.api.platform.graphs import graph_of_thread, require_graph_of_thread
 from lg_deploy.api.platform.render import checkpoint_json, json_response, state_json
-from lg_deploy.api.platform.schemas import HistorySearch, ThreadStateAt, ThreadStateUpdate
+from lg_deploy.api.platform.schemas import (
+    CheckpointIdPath,
+    HistorySearch,
+    ThreadIdPath,
+    ThreadStateAt,
+    ThreadStateUpdate,
+)
 from lg_deploy.core.errors import ThreadBusy
 from lg_deploy.core.jsonable import storable_text, to_jsonable
 from lg_deploy.core.platform.errors import BadRequest
@@ -100,7 +106,7 @@ async def _state(
 
 @router.get("/{thread_id}/state", responses=responses(404), summary="A thread's current state")
 async def get_state(
-    thread_id: str,
+    thread_id: ThreadIdPath,
     store: PlatformStoreDep,
     registry: RegistryDep,
     checkpointer: CheckpointerDep,
@@ -115,8 +121,8 @@ async def get_state(
     summary="A thread's state at a checkpoint",
 )
 async def get_state_at(
-    thread_id: str,
-    checkpoint_id: str,
+    thread_id: ThreadIdPath,
+    checkpoint_id: CheckpointIdPath,
     store: PlatformStoreDep,
     registry: RegistryDep,
     checkpointer: CheckpointerDep,
@@ -132,7 +138,7 @@ async def get_state_at(
     summary="A thread's state at a checkpoint (given in the body)",
 )
 async def post_state_at(
-    thread_id: str,
+    thread_id: ThreadIdPath,
     body: ThreadStateAt,
     store: PlatformStoreDep,
     registry: RegistryDep,
@@ -147,7 +153,7 @@ async def post_state_at(
     summary="Update a thread's state, as if a node had returned the values",
 )
 async def update_state(
-    thread_id: str,
+    thread_id: ThreadIdPath,
     body: ThreadStateUpdate,
     store: PlatformStoreDep,
     registry: RegistryDep,
@@ -198,7 +204,7 @@ async def _history(
     "/{thread_id}/history", responses=responses(404, 422), summary="A thread's past states"
 )
 async def post_history(
-    thread_id: str,
+    thread_id: ThreadIdPath,
     body: HistorySearch,
     store: PlatformStoreDep,
     registry: RegistryDep,
@@ -209,7 +215,7 @@ async def post_history(
 
 @router.get("/{thread_id}/history", responses=responses(404, 422), summary="A thread's past states")
 async def get_history(
-    thread_id: str,
+    thread_id: ThreadIdPath,
     store: PlatformStoreDep,
     registry: RegistryDep,
     checkpointer: CheckpointerDep,

@@ -17,7 +17,13 @@ from lg_deploy.api.platform.deps import CheckpointerDep, EventsDep, PlatformStor
 from lg_deploy.api.platform.errors import PlatformRoute, responses
 from lg_deploy.api.platform.graphs import require_graph_of_thread
 from lg_deploy.api.platform.render import json_response, page_response, thread_json
-from lg_deploy.api.platform.schemas import ThreadCount, ThreadCreate, ThreadPatch, ThreadSearch
+from lg_deploy.api.platform.schemas import (
+    ThreadCount,
+    ThreadCreate,
+    ThreadIdPath,
+    ThreadPatch,
+    ThreadSearch,
+)
 from lg_deploy.api.platform.state import record_state, refused_updates
 from lg_deploy.core.models import Thread
 from lg_deploy.core.platform.checkpoints import copy_thread
@@ -94,12 +100,14 @@ async def count_threads(body: ThreadCount, store: PlatformStoreDep) -> Response:
 
 
 @router.get("/{thread_id}", responses=responses(404), summary="Get a thread")
-async def get_thread(thread_id: str, store: PlatformStoreDep) -> Response:
+async def get_thread(thread_id: ThreadIdPath, store: PlatformStoreDep) -> Response:
     return json_response(thread_json(await store.get_thread(thread_id)))
 
 
 @router.patch("/{thread_id}", responses=responses(404, 422), summary="Update a thread's metadata")
-async def patch_thread(thread_id: str, body: ThreadPatch, store: PlatformStoreDep) -> Response:
+async def patch_thread(
+    thread_id: ThreadIdPath, body: ThreadPatch, store: PlatformStoreDep
+) -> Response:
     return json_response(thread_json(await store.update_thread_metadata(thread_id, body.metadata)))
 
 
@@ -110,7 +118,7 @@ async def patch_thread(thread_id: str, body: ThreadPatch, store: PlatformStoreDe
     summary="Delete a thread, its runs (active ones are cancelled) and its checkpoints",
 )
 async def delete_thread(
-    thread_id: str,
+    thread_id: ThreadIdPath,
     store: PlatformStoreDep,
     queue: QueueDep,
     events: EventsDep,
@@ -131,7 +139,9 @@ async def delete_thread(
     responses=responses(404),
     summary="Copy a thread: its metadata, state and checkpoints (not its runs)",
 )
-async def copy(thread_id: str, store: PlatformStoreDep, checkpointer: CheckpointerDep) -> Response:
+async def copy(
+    thread_id: ThreadIdPath, store: PlatformStoreDep, checkpointer: CheckpointerDep
+) -> Response:
     source = await store.get_thread(thread_id)
     target = Thread(
         thread_id=str(uuid.uuid4()),

@@ -185,3 +185,99 @@ async def test_an_ill_formed_run_config_is_422_and_leaves_no_thread(
     )
     refused(response, 422)
     refused(await http.get(f"/threads/{missing}"), 404)
+
+
+NUL = "nul\u0000here"
+LONG = "x" * 201  # the id columns are 200 characters (core/models.py)
+
+
+def bad_path_requests(thread_id: str, bad: str) -> list[tuple[str, str, Any]]:
+    """Requests whose thread id (or checkpoint id) in the path is ``bad``."""
+    return [
+        ("GET", f"/threads/{bad}", None),
+        ("PATCH", f"/threads/{bad}", {"metadata": {}}),
+        ("DELETE", f"/threads/{bad}", None),
+        ("POST", f"/threads/{bad}/copy", None),
+        ("GET", f"/threads/{bad}/state", None),
+        ("POST", f"/threads/{bad}/state", {"values": {"text": "x"}, "as_node": "upper"}),
+        ("GET", f"/threads/{bad}/history", None),
+        ("GET", f"/threads/{bad}/runs", None),
+        (
+            "POST",
+            f"/threads/{bad}/runs",
+            {"assistant_id": "steps", "input": {}, "if_not_exists": "create"},
+        ),
+        ("POST", f"/threads/{bad}/runs/wait", {"assistant_id": "steps", "input": {}}),
+        ("GET", f"/threads/{thread_id}/state/{bad}", None),
+    ]
+
+
+@pytest.mark.parametrize("bad", [NUL, LONG], ids=["nul", "too-long"])
+async def test_a_thread_or_checkpoint_id_in_the_path_is_checked(
+    http: httpx.AsyncClient, bad: str
+) -> None:
+    """A thread id (or checkpoint id) in the path with a NUL character, which PostgreSQL
+    text refuses, or longer than the id columns is a 422 naming the parameter, not a 500
+    and not a thread created with it."""
+    thread_id, _ = await finished_run(http)
+    for method, url, body in bad_path_requests(thread_id, bad.replace("\u0000", "%00")):
+        response = await http.request(method, url, json=body)
+        detail = refused(response, 422)
+        assert detail[0]["loc"][:1] == ["path"], (method, url, detail)
+    listed = await http.post("/threads/search", json={"limit": 1000})
+    assert bad not in {t["thread_id"] for t in listed.json()}
+
+
+def bad_bodies(thread_id: str) -> list[tuple[str, str, Any]]:
+    """Requests with a body field a store cannot take: a NUL character (PostgreSQL text
+    and JSONB refuse it), or an id longer than its column."""
+    run = {"assistant_id": "steps", "input": {"text": "x"}}
+    return [
+        ("POST", "/threads", {"thread_id": NUL}),
+        ("POST", "/threads", {"thread_id": LONG}),
+        ("POST", "/threads/search", {"metadata": {"k": NUL}}),
+        ("POST", "/threads/search", {"ids": [NUL]}),
+        ("POST", "/threads/count", {"metadata": {NUL: 1}}),
+        ("POST", f"/threads/{thread_id}/state", {"values": {"text": "x"}, "checkpoint_id": LONG}),
+        ("POST", f"/threads/{thread_id}/state", {"values": {}, "checkpoint_id": NUL}),
+        ("POST", f"/threads/{thread_id}/state", {"values": {}, "as_node": NUL}),
+        ("POST", f"/threads/{thread_id}/state", {"checkpoint": {"checkpoint_id": NUL}}),
+        ("POST", f"/threads/{thread_id}/state", {"checkpoint": {"checkpoint_id": 5}}),
+        ("POST", f"/threads/{thread_id}/state/checkpoint", {"checkpoint": {"checkpoint_ns": NUL}}),
+        ("POST", f"/threads/{thread_id}/history", {"before": NUL}),
+        ("POST", f"/threads/{thread_id}/history", {"checkpoint": {"checkpoint_id": LONG}}),
+        ("POST", f"/threads/{thread_id}/runs", {**run, "checkpoint_id": NUL}),
+        ("POST", f"/threads/{thread_id}/runs", {**run, "checkpoint_id": LONG}),
+        ("POST", f"/threads/{thread_id}/runs", {**run, "checkpoint": {"checkpoint_id": NUL}}),
+        ("POST", f"/threads/{thread_id}/runs", {**run, "webhook": "https://example.com/" + NUL}),
+        ("POST", f"/threads/{thread_id}/runs", {**run, "webhook": "https://e.com/" + "w" * 3000}),
+        ("POST", f"/threads/{thread_id}/runs", {**run, "feedback_keys": [NUL]}),
+        ("POST", f"/threads/{thread_id}/runs", {**run, "interrupt_before": [NUL]}),
+        ("POST", f"/threads/{thread_id}/runs", {**run, "assistant_id": NUL}),
+        ("POST", "/runs", {**run, "webhook": NUL}),
+        ("POST", "/assistants", {"graph_id": "steps", "description": NUL}),
+        ("POST", "/assistants", {"graph_id": "steps", "description": "d" * 20_000}),
+        ("POST", "/assistants", {"graph_id": "steps", "name": NUL}),
+        ("POST", "/assistants", {"graph_id": "steps", "assistant_id": LONG}),
+        ("POST", "/assistants/search", {"name": NUL}),
+        ("POST", "/runs/cancel", {"thread_id": NUL, "run_ids": [str(uuid.uuid4())]}),
+    ]
+
+
+async def test_a_body_field_a_store_cannot_take_is_422_and_writes_nothing(
+    http: httpx.AsyncClient,
+) -> None:
+    """Ids, checkpoints, webhooks, descriptions, names, search filters: a NUL character
+    or an over-long id is a 422 with a detail naming the field; nothing is written (the
+    thread keeps its state, runs and history; no assistant is made)."""
+    thread_id, _ = await finished_run(http)
+    history = await history_length(http, thread_id)
+    runs = (await http.get(f"/threads/{thread_id}/runs")).json()
+    assistants = (await http.post("/assistants/count", json={"graph_id": "steps"})).json()
+    for method, url, body in bad_bodies(thread_id):
+        response = await http.request(method, url, json=body)
+        detail = refused(response, 422)
+        assert detail and all(e["loc"][0] == "body" for e in detail), (url, body, detail)
+    assert await history_length(http, thread_id) == history
+    assert (await http.get(f"/threads/{thread_id}/runs")).json() == runs
+    assert (await http.post("/assistants/count", json={"graph_id": "steps"})).json() == assistants
