@@ -207,8 +207,7 @@ async def cancel_runs(
     action: Annotated[Literal["interrupt", "rollback"], Query()] = "interrupt",
 ) -> Response:
     if body.run_ids is not None:
-        if body.thread_id is None:
-            raise BadRequest("Provide the thread_id of the runs to cancel.")
+        assert body.thread_id is not None  # RunsCancel says so
         chosen = [await runs.find(body.thread_id, run_id) for run_id in body.run_ids]
     else:
         chosen = await runs.store.active_runs(thread_id=body.thread_id)

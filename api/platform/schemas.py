@@ -281,6 +281,20 @@ class RunCreate(Body):
 
 
 class RunsCancel(Body):
+    """Which runs ``POST /runs/cancel`` stops: those with a status (of one thread, with
+    ``thread_id``), or some runs of a thread. Never every run by default."""
+
     status: Literal["pending", "running", "all"] | None = None
     thread_id: Id | None = None
     run_ids: list[Id] | None = None
+
+    @model_validator(mode="after")
+    def _says_which(self) -> Self:
+        if self.run_ids is not None and self.thread_id is None:
+            raise ValueError("run_ids need the thread_id of the runs to cancel")
+        if self.status is None and self.run_ids is None:
+            raise ValueError(
+                "say which runs to cancel: a status (pending, running or all), or a "
+                "thread_id and its run_ids"
+            )
+        return self

@@ -281,3 +281,27 @@ async def test_a_body_field_a_store_cannot_take_is_422_and_writes_nothing(
     assert await history_length(http, thread_id) == history
     assert (await http.get(f"/threads/{thread_id}/runs")).json() == runs
     assert (await http.post("/assistants/count", json={"graph_id": "steps"})).json() == assistants
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"thread_id": "t"}, {"run_ids": [str(uuid.uuid4())]}, {"action": "interrupt"}],
+    ids=["empty", "thread-only", "run-ids-without-thread", "no-filter"],
+)
+async def test_bulk_cancel_without_a_filter_is_422_and_cancels_nothing(
+    http: httpx.AsyncClient, body: dict[str, Any]
+) -> None:
+    """POST /runs/cancel must name what it cancels (a status, or a thread's run ids): an
+    empty body used to cancel every run of the deployment."""
+    thread_id = (await http.post("/threads", json={})).json()["thread_id"]
+    created = await http.post(
+        f"/threads/{thread_id}/runs",
+        json={"assistant_id": "slow", "input": {"steps": 30, "sleep_s": 0.1}},
+    )
+    run_id = created.json()["run_id"]
+    try:
+        assert "thread_id" in str(refused(await http.post("/runs/cancel", json=body), 422))
+        run = (await http.get(f"/threads/{thread_id}/runs/{run_id}")).json()
+        assert run["status"] in ("pending", "running")
+    finally:
+        await http.post(f"/threads/{thread_id}/runs/{run_id}/cancel")

@@ -475,8 +475,8 @@ async def test_a_thread_created_with_supersteps_starts_from_them(client: Any) ->
 
 
 async def test_batches_and_bulk_cancel(client: Any) -> None:
-    """runs.create_batch makes threadless runs; runs.cancel_many cancels a thread's
-    given runs, and pending ones by status."""
+    """runs.create_batch makes threadless runs; runs.cancel_many cancels the pending runs
+    by status (the running one goes on), then a thread's given runs."""
     made = await client.runs.create_batch(
         [{"assistant_id": "steps", "input": {"text": t}, "on_completion": "keep"} for t in "ab"]
     )
@@ -486,8 +486,10 @@ async def test_batches_and_bulk_cancel(client: Any) -> None:
     tid = thread["thread_id"]
     running = await client.runs.create(tid, "slow", input={"steps": 50, "sleep_s": 0.1})
     queued = await client.runs.create(tid, "slow", input={"steps": 1, "sleep_s": 0})
-    await client.runs.cancel_many(thread_id=tid, run_ids=[queued["run_id"]])
+    await wait_for_status(client, tid, running["run_id"], "running")
+    await client.runs.cancel_many(thread_id=tid, status="pending")
     assert (await client.runs.get(tid, queued["run_id"]))["status"] == "interrupted"
+    assert (await client.runs.get(tid, running["run_id"]))["status"] == "running"
     await client.runs.cancel_many(thread_id=tid, run_ids=[running["run_id"]], action="interrupt")
     assert (await client.runs.get(tid, running["run_id"]))["status"] == "interrupted"
 
