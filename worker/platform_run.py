@@ -28,7 +28,7 @@ from langgraph.pregel import Pregel
 from langgraph.types import Interrupt
 
 from lg_deploy.core.checkpoint import EXECUTION_ID_KEY
-from lg_deploy.core.errors import BackendUnavailable, NotFound
+from lg_deploy.core.errors import BackendUnavailable, LeaseLost, NotFound
 from lg_deploy.core.events import EventLog
 from lg_deploy.core.jsonable import to_jsonable
 from lg_deploy.core.models import Execution
@@ -127,6 +127,10 @@ async def run_platform(
         else:
             async for item in run.graph.astream(graph_input, config, **kwargs):
                 await take(item)
+    except (LeaseLost, BackendUnavailable):
+        # Not the run's failure: it is handed back or taken over, and goes on elsewhere
+        # (worker/runner.py). Its thread is neither marked failed nor deleted.
+        raise
     except Exception:
         await _leave_on_thread(run, store, failed=True)
         raise
