@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -51,6 +52,9 @@ class PlatformRun:
     execution: Execution
     options: RunOptions
     checkpointer: BaseCheckpointSaver
+    # Whether the attempt still holds its lease (``LeaseClock.held``): once it does not,
+    # another worker may run the run, and this attempt appends nothing more to its stream.
+    held: Callable[[], bool]
 
 
 def _with_checkpoint(config: RunnableConfig, checkpoint_id: str | None, ns: str) -> RunnableConfig:
@@ -85,7 +89,9 @@ async def run_platform(
     max_output_bytes: int,
 ) -> Outcome:
     execution, options = run.execution, run.options
-    stream = RunStream(events, execution.execution_id, execution.attempt, options.stream_modes)
+    stream = RunStream(
+        events, execution.execution_id, execution.attempt, options.stream_modes, held=run.held
+    )
     graph_input, config, continuing = await choose_platform_input(run)
     await stream.begin(continuing=continuing)
     kwargs: dict[str, Any] = {

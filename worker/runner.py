@@ -354,7 +354,7 @@ class Runner:
         )
         try:
             async with deadline:
-                return await self._invoke(execution, checkpointer)
+                return await self._invoke(execution, checkpointer, attempt.clock)
         except TimeoutError as exc:
             if deadline.expired():
                 return Outcome(
@@ -370,7 +370,9 @@ class Runner:
         except Exception as exc:
             return _failure(execution, exc)
 
-    async def _invoke(self, execution: Execution, checkpointer: BaseCheckpointSaver) -> Outcome:
+    async def _invoke(
+        self, execution: Execution, checkpointer: BaseCheckpointSaver, clock: LeaseClock
+    ) -> Outcome:
         config = graph_config(execution)
         graph = await self.registry.build(execution.graph_id, config, checkpointer)
         durability = cast(
@@ -381,7 +383,7 @@ class Runner:
         )
         if (options := RunOptions.of(execution)) is not None:  # a platform run
             return await run_platform(
-                PlatformRun(graph, config, execution, options, checkpointer),
+                PlatformRun(graph, config, execution, options, checkpointer, clock.held),
                 store=cast(PlatformStore, self.store),
                 events=self.events,
                 durability=durability,

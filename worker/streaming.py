@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from langchain_core.messages import BaseMessage, BaseMessageChunk
@@ -74,12 +75,23 @@ class RunStream:
     """The events of one attempt of one run."""
 
     def __init__(
-        self, events: EventLog | None, run_id: uuid.UUID, attempt: int, modes: list[str]
+        self,
+        events: EventLog | None,
+        run_id: uuid.UUID,
+        attempt: int,
+        modes: list[str],
+        *,
+        held: Callable[[], bool],
     ) -> None:
+        """``held``: whether the attempt still holds its lease; once it does not, nothing
+        more is appended (another worker may have taken the run over: its stream is the
+        new attempt's)."""
         self.events = events
         self.run_id = run_id
         self.attempt = attempt
         self.modes = set(modes)
+        self.held = held
+        self._fenced = False
         self._partial: dict[str, BaseMessageChunk] = {}
         self._announced: set[str] = set()
         # While a later attempt has not yet passed the checkpoint it continues from: what
@@ -96,7 +108,13 @@ class RunStream:
         return sorted(wanted)
 
     async def _append(self, *events: NewEvent) -> None:
-        if self.events is None or self._broken:
+        if self.events is None or self._broken or self._fenced:
+            return
+        if not self.held():
+            self._fenced = True
+            log.warning(
+                "run %s attempt %d: lease lost; its stream ends here", self.run_id, self.attempt
+            )
             return
         try:
             await self.events.append(self.run_id, events)

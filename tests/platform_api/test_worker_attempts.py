@@ -5,6 +5,7 @@ claimed and run as a worker runs them (``worker/runner.py``), with the real fenc
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 import uuid
@@ -18,6 +19,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from lg_deploy.api.deps import Backends
 from lg_deploy.core.errors import BackendUnavailable, LeaseLost
+from lg_deploy.core.events import START
 from lg_deploy.core.graphs import GraphRegistry
 from lg_deploy.core.models import Execution
 from lg_deploy.core.platform.runs import RunOptions
@@ -88,7 +90,7 @@ async def attempt(
     graph = await platform.registry.build(execution.graph_id, config, saver)
     options = RunOptions.of(execution)
     assert options is not None
-    run = PlatformRun(graph, config, execution, options, saver)
+    run = PlatformRun(graph, config, execution, options, saver, held=clock.held)
     return await run_platform(
         run,
         store=platform.store,
@@ -145,3 +147,38 @@ async def test_an_attempt_whose_database_failed_leaves_its_thread_alone(
             await attempt(platform, execution, clock, read_only)
     await platform.http.post(f"/threads/{thread_id}/runs/{execution.execution_id}/cancel")
     assert (await platform.http.get(f"/threads/{thread_id}")).json()["status"] == "idle"
+
+
+async def test_an_attempt_that_lost_its_lease_appends_nothing_more_to_the_stream(
+    platform: Platform,
+) -> None:
+    """Stream appends are fenced on the lease: once the attempt's lease is lost (here
+    right after its first update), it appends nothing more to the run's stream, not even
+    its end, so that a worker that lost a run cannot write into the stream of the worker
+    that took it over."""
+    thread_id = await new_thread(platform)
+    body = {
+        "assistant_id": "slow",
+        "input": {"steps": 5, "sleep_s": 0.2},
+        "stream_mode": ["updates"],
+    }
+    execution = await claimed_run(platform, thread_id, body)
+    run_id = execution.execution_id
+    clock = LeaseClock(str(run_id), 1, LEASE_S, time.monotonic())
+    events = platform.backends.events
+    assert events is not None
+
+    async def lose_the_lease_at_the_first_update() -> str:
+        after = START
+        while True:
+            for event in await events.read(run_id, after=after, block_s=1):
+                after = event.id
+                if event.event == "updates":
+                    clock.lost = True
+                    return event.id
+
+    losing = asyncio.create_task(asyncio.wait_for(lose_the_lease_at_the_first_update(), 30))
+    with pytest.raises(LeaseLost):
+        await attempt(platform, execution, clock)
+    last_held = await losing
+    assert await events.read(run_id, after=last_held) == []
