@@ -11,12 +11,12 @@ runner's.
   interrupts: the platform ends it with status success, and its thread is interrupted
   until a new run answers (core/platform/statuses.py).
 - The thread's row gets the run's final values, interrupts and status, fenced on the
-  attempt; a threadless run's thread is deleted at the end unless it asked to keep it.
+  attempt; a threadless run's thread is deleted when it succeeds, unless it asked to keep
+  it (every other ending: core/platform/temporary.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -29,12 +29,13 @@ from langgraph.pregel import Pregel
 from langgraph.types import Interrupt
 
 from lg_deploy.core.checkpoint import EXECUTION_ID_KEY
-from lg_deploy.core.errors import BackendUnavailable, LeaseLost, NotFound
+from lg_deploy.core.errors import BackendUnavailable, LeaseLost
 from lg_deploy.core.events import EventLog
 from lg_deploy.core.jsonable import to_jsonable
 from lg_deploy.core.models import Execution
 from lg_deploy.core.platform.runs import RunOptions, to_command
 from lg_deploy.core.platform.statuses import settled_status
+from lg_deploy.core.platform.temporary import delete_temporary_thread
 from lg_deploy.core.states import Status
 from lg_deploy.core.store import Outcome
 from lg_deploy.core.store.platform_base import PlatformStore
@@ -174,9 +175,12 @@ async def _leave_on_thread(
     thread_id = execution.thread_id
     try:
         if run.options.deletes_thread:
-            await run.checkpointer.adelete_thread(thread_id)
-            with contextlib.suppress(NotFound):  # an earlier attempt deleted it already
-                await store.delete_thread(thread_id)
+            # A temporary thread goes once the run is over (core/platform/temporary.py): on
+            # success here, before the result is recorded, so that it is gone when the run
+            # shows success. A failure may yet be retried: worker/service.py deletes the
+            # thread once the store says the run is over.
+            if not failed and run.held():
+                await delete_temporary_thread(store, run.checkpointer, thread_id)
             return
         interrupts: dict[str, Any] | None = None
         if failed or paused:

@@ -3,7 +3,8 @@
 Besides serving the queue it runs two background loops: one stops graphs that were
 cancelled elsewhere (a queue nudge, the store flag being the truth), and the reconciler,
 which re-enqueues RUNNING executions whose lease expired and QUEUED ones that are not
-moving. Several reconcilers may run at once: every move they make is a conditional
+moving, and deletes the temporary threads of threadless runs that ended without their
+worker deleting them. Several reconcilers may run at once: every move they make is a conditional
 UPDATE, and enqueueing an id that already waits is a no-op. Two threads watch over it:
 the lease keeper (``worker/leases.py``) and the loop watch (``worker/loop_watch.py``).
 """
@@ -20,18 +21,21 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import cast
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from lg_deploy.core import logcontext
 from lg_deploy.core.checkpoint import EXECUTION_ID_KEY
-from lg_deploy.core.errors import BackendUnavailable
+from lg_deploy.core.errors import BackendUnavailable, NotFound
 from lg_deploy.core.events import EventLog
 from lg_deploy.core.graphs import GraphRegistry
 from lg_deploy.core.models import utcnow
+from lg_deploy.core.platform.temporary import delete_if_over, sweep_temporary_threads
 from lg_deploy.core.queue import Queue
 from lg_deploy.core.states import Status
 from lg_deploy.core.store import Store, Waiting
+from lg_deploy.core.store.platform_base import PlatformStore
 from lg_deploy.worker import metrics
 from lg_deploy.worker.leases import LeaseKeeper
 from lg_deploy.worker.loop_watch import Culprit, LoopWatch
@@ -125,7 +129,7 @@ class WorkerService:
         metrics.SLOTS.set(self.concurrency)
         metrics.prepare(self.runner.registry.graphs)
         self._serving = asyncio.create_task(
-            self.queue.serve(self.runner.run, concurrency=self.concurrency, stop=self._stop)
+            self.queue.serve(self._run, concurrency=self.concurrency, stop=self._stop)
         )
         ready = asyncio.Event()
         self._tasks = [
@@ -167,6 +171,24 @@ class WorkerService:
         if self._serving is not None and self._serving.done() and not self._stop.is_set():
             return "the queue loop has stopped"
         return None
+
+    async def _run(self, execution_id: uuid.UUID) -> None:
+        """The queue's handler (it never raises): run the execution; then, if it was a
+        threadless run and is now over, delete its temporary thread."""
+        await self.runner.run(execution_id)
+        try:
+            execution = await self.store.get(execution_id)
+            await delete_if_over(self.platform_store, self.runner.checkpointer, execution)
+        except NotFound:
+            return  # rolled back, or deleted with its thread
+        except BackendUnavailable as exc:
+            log.warning("execution %s: cannot check for a temporary thread: %s", execution_id, exc)
+        except Exception:
+            log.exception("execution %s: cannot delete its temporary thread", execution_id)
+
+    @property
+    def platform_store(self) -> PlatformStore:
+        return cast(PlatformStore, self.store)  # the SQL store: core/store/platform_sql.py
 
     def _graph_of(self, execution_id: str) -> str | None:
         attempt = self.runner.attempts.get(uuid.UUID(execution_id))
@@ -224,6 +246,9 @@ class WorkerService:
             revived += await self._revive(batch)
             after = batch[-1].execution_id
         metrics.REVIVED.inc(revived)
+        # Temporary threads of threadless runs that ended without their worker deleting
+        # them (it died in between, or the deletion failed).
+        await sweep_temporary_threads(self.platform_store, self.runner.checkpointer)
         metrics.LAST_RECONCILE.set(time.time())
         return len(expired) + revived
 

@@ -14,7 +14,9 @@ from lg_deploy.core.errors import BackendUnavailable, InvalidTransition
 from lg_deploy.core.events import CANCELLED, EventLog, NewEvent
 from lg_deploy.core.models import Execution
 from lg_deploy.core.platform.checkpoints import checkpoints_of_execution
+from lg_deploy.core.platform.temporary import delete_temporary_thread, deletes_its_thread
 from lg_deploy.core.queue import Queue
+from lg_deploy.core.states import Status
 from lg_deploy.core.store.platform_base import PlatformStore
 
 log = logging.getLogger("lg_deploy.api")
@@ -34,6 +36,7 @@ async def cancel_run(
     """Cancel a queued or running run (the store first, then a notice to the worker that
     runs it); with ``rollback``, delete it and its checkpoints too. False when the run had
     already ended."""
+    was = execution.status
     try:
         await store.cancel(execution.execution_id)
     except InvalidTransition:
@@ -47,6 +50,10 @@ async def cancel_run(
         await events.append(eid, [NewEvent(CANCELLED, "{}")])
     if action == "rollback":
         await rollback(execution, store=store, checkpointer=checkpointer)
+    if deletes_its_thread(execution) and (was is Status.QUEUED or action == "rollback"):
+        # No worker will see this run again (it was waiting, or it is gone): its temporary
+        # thread is deleted here (core/platform/temporary.py).
+        await delete_temporary_thread(store, checkpointer, execution.thread_id)
     return True
 
 

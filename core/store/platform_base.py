@@ -97,8 +97,13 @@ class PlatformStore(Store, Protocol):
         """What a run or a state update left on the thread. With ``fenced_on`` (execution
         id, attempt), only while that attempt still runs."""
 
-    async def delete_thread(self, thread_id: str) -> None:
-        """The thread row and every finished execution on it; ``NotFound``."""
+    async def delete_thread(self, thread_id: str, *, keep_runs: bool = False) -> None:
+        """The thread row and every finished execution on it (with ``keep_runs``, the row
+        only: a temporary thread's run stays visible); ``NotFound``."""
+
+    async def ended_temporary_threads(self, *, limit: int) -> list[str]:
+        """Up to ``limit`` temporary threads (of threadless runs with ``on_completion``
+        delete, ``core/platform/temporary.py``) whose run has ended, and that still exist."""
 
     # Runs
     async def runs_of_thread(

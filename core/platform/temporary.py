@@ -1,0 +1,72 @@
+"""Temporary threads: the thread a threadless run (``POST /runs``, ``/runs/wait``,
+``/runs/stream``) gets, deleted with its checkpoints once the run is over unless the run
+asked to keep it (``on_completion="keep"``). The run's own record stays.
+
+"Over" is what the store says: completed (paused for a person included), failed, timed
+out, cancelled. A run handed back for a retry, or to be resumed on another worker, is not
+over, and its next attempt continues from the thread's checkpoints. Who deletes it:
+
+- the worker, once it has recorded the run's end (``worker/platform_run.py`` on success,
+  before the result is recorded; ``worker/service.py`` after every other ending);
+- the API, when it cancels a run that is still queued: no worker will see it again;
+- the reconciler, for those left behind (``sweep_temporary_threads``): the worker died
+  between recording the end and deleting, or a deletion failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+
+from lg_deploy.core.errors import NotFound
+from lg_deploy.core.models import Execution
+from lg_deploy.core.platform.runs import RunOptions
+from lg_deploy.core.states import TERMINAL
+from lg_deploy.core.store.platform_base import PlatformStore
+
+log = logging.getLogger("lg_deploy.platform")
+
+# Threads deleted per sweep at most: a pass stays short, the next one goes on.
+SWEEP_LIMIT = 100
+
+
+def deletes_its_thread(execution: Execution) -> bool:
+    """A threadless run whose temporary thread goes when the run is over."""
+    options = RunOptions.of(execution)
+    return options is not None and options.deletes_thread
+
+
+async def delete_temporary_thread(
+    store: PlatformStore, checkpointer: BaseCheckpointSaver, thread_id: str
+) -> None:
+    """The thread's checkpoints, then its row; its runs stay. Deleting one that is gone
+    already is no error (several parties may try)."""
+    await checkpointer.adelete_thread(thread_id)
+    with contextlib.suppress(NotFound):
+        await store.delete_thread(thread_id, keep_runs=True)
+
+
+async def delete_if_over(
+    store: PlatformStore, checkpointer: BaseCheckpointSaver, execution: Execution
+) -> bool:
+    """Delete ``execution``'s temporary thread if the run is over (as ``execution``
+    shows it); True when it did."""
+    if execution.status not in TERMINAL or not deletes_its_thread(execution):
+        return False
+    await delete_temporary_thread(store, checkpointer, execution.thread_id)
+    return True
+
+
+async def sweep_temporary_threads(
+    store: PlatformStore, checkpointer: BaseCheckpointSaver, *, limit: int = SWEEP_LIMIT
+) -> int:
+    """Delete temporary threads whose run is over but which are still there; returns how
+    many it deleted (at most ``limit``)."""
+    found = await store.ended_temporary_threads(limit=limit)
+    for thread_id in found:
+        await delete_temporary_thread(store, checkpointer, thread_id)
+    if found:
+        log.info("deleted %d temporary threads whose runs had ended", len(found))
+    return len(found)
