@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Self
 
-from fastapi import Path
+from fastapi import Path, Query
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -49,6 +49,11 @@ Text = Annotated[str, AfterValidator(_storable)]
 ThreadIdPath = Annotated[
     str,
     Path(min_length=1, max_length=ID_LENGTH, description="A thread id."),
+    AfterValidator(_storable),
+]
+CheckpointIdQuery = Annotated[
+    str,
+    Query(min_length=1, max_length=ID_LENGTH, description="A checkpoint id."),
     AfterValidator(_storable),
 ]
 CheckpointIdPath = Annotated[

@@ -20,6 +20,7 @@ from lg_deploy.api.platform.graphs import graph_of_thread, require_graph_of_thre
 from lg_deploy.api.platform.render import checkpoint_json, json_response, state_json
 from lg_deploy.api.platform.schemas import (
     CheckpointIdPath,
+    CheckpointIdQuery,
     HistorySearch,
     ThreadIdPath,
     ThreadStateAt,
@@ -220,7 +221,7 @@ async def get_history(
     registry: RegistryDep,
     checkpointer: CheckpointerDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 10,
-    before: str | None = None,
+    before: CheckpointIdQuery | None = None,
 ) -> Response:
     search = HistorySearch(limit=limit, before=before)
     return await _history(store, registry, checkpointer, thread_id, search)

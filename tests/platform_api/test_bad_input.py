@@ -228,6 +228,17 @@ async def test_a_thread_or_checkpoint_id_in_the_path_is_checked(
     assert bad not in {t["thread_id"] for t in listed.json()}
 
 
+@pytest.mark.parametrize("before", ["nul%00here", LONG], ids=["nul", "too-long"])
+async def test_a_checkpoint_id_in_the_query_is_checked(
+    http: httpx.AsyncClient, before: str
+) -> None:
+    """GET /threads/{id}/history?before= with a NUL character or an over-long checkpoint
+    id is a 422 naming the query parameter, not a 500 from the checkpoint database."""
+    thread_id, _ = await finished_run(http)
+    response = await http.get(f"/threads/{thread_id}/history?before={before}")
+    assert refused(response, 422)[0]["loc"] == ["query", "before"]
+
+
 def bad_bodies(thread_id: str) -> list[tuple[str, str, Any]]:
     """Requests with a body field a store cannot take: a NUL character (PostgreSQL text
     and JSONB refuse it), or an id longer than its column."""
