@@ -4,9 +4,10 @@ Besides serving the queue it runs two background loops: one stops graphs that we
 cancelled elsewhere (a queue nudge, the store flag being the truth), and the reconciler,
 which re-enqueues RUNNING executions whose lease expired and QUEUED ones that are not
 moving, and deletes the temporary threads of threadless runs that ended without their
-worker deleting them. Several reconcilers may run at once: every move they make is a conditional
-UPDATE, and enqueueing an id that already waits is a no-op. Two threads watch over it:
-the lease keeper (``worker/leases.py``) and the loop watch (``worker/loop_watch.py``).
+worker deleting them. Several reconcilers may run at once: every move they make is a
+conditional UPDATE, enqueueing an id that already waits is a no-op, and deleting a thread
+that is gone already is none either. Two threads watch over it: the lease keeper
+(``worker/leases.py``) and the loop watch (``worker/loop_watch.py``).
 """
 
 from __future__ import annotations

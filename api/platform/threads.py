@@ -25,6 +25,7 @@ from lg_deploy.api.platform.schemas import (
     ThreadSearch,
 )
 from lg_deploy.api.platform.state import record_state, refused_updates
+from lg_deploy.core.errors import NotFound
 from lg_deploy.core.models import Thread
 from lg_deploy.core.platform.checkpoints import copy_thread
 from lg_deploy.core.platform.errors import AlreadyExists
@@ -130,7 +131,8 @@ async def delete_thread(
             run, "interrupt", store=store, queue=queue, events=events, checkpointer=checkpointer
         )
     await checkpointer.adelete_thread(thread_id)
-    await store.delete_thread(thread_id)
+    with contextlib.suppress(NotFound):  # a temporary thread whose queued run was cancelled
+        await store.delete_thread(thread_id)
     return Response(status_code=204)
 
 

@@ -253,3 +253,17 @@ async def test_sweep_deletes_only_temporary_threads_whose_run_ended(
         for thread_id in (kept["thread_id"], queued["thread_id"], tid):
             assert await thread_exists(http, thread_id)
         assert await sweep_temporary_threads(store, checkpointer) == 0
+
+
+async def test_deleting_the_thread_of_a_queued_threadless_run(
+    database_url: str, registry: GraphRegistry
+) -> None:
+    """DELETE /threads/{id} on the temporary thread of a run still queued cancels the run
+    and answers 204, although cancelling the run deleted the thread first."""
+    async with serve_in_process(make_settings(database_url), registry) as http:
+        run = await start_run(
+            http, {"assistant_id": "steps", "input": {"text": "a"}, "after_seconds": 600}
+        )
+        deleted = await http.delete(f"/threads/{run['thread_id']}")
+        assert deleted.status_code == 204, deleted.text
+        assert not await thread_exists(http, run["thread_id"])
