@@ -70,7 +70,11 @@ async def gone_with_its_checkpoints(
 ) -> None:
     """The run ended with ``status``, its record stays, its thread and checkpoints do not."""
     tid = run["thread_id"]
-    await eventually(lambda: status_of(http, run), what=f"run {status}")
+
+    async def ended() -> bool:
+        return await status_of(http, run) not in ("pending", "running")
+
+    await eventually(ended, what="the run's end")
     assert await status_of(http, run) == status
     await eventually(lambda: _not(thread_exists(http, tid)), what="the temporary thread deleted")
     assert await checkpoints_of(checkpointer, tid) == 0
@@ -115,11 +119,6 @@ async def test_the_temporary_thread_goes_on_every_ending(
     are deleted (a timeout or an oversized result used to leave them forever)."""
     async with serve_in_process(make_settings(database_url, **settings), registry) as http:
         run = await start_run(http, body)
-
-        async def ended() -> bool:
-            return await status_of(http, run) not in ("pending", "running")
-
-        await eventually(ended, what="the run's end")
         await gone_with_its_checkpoints(http, checkpointer, run, status)
 
 
@@ -170,7 +169,7 @@ async def test_the_thread_stays_while_the_run_waits_for_a_retry(
     with its temporary thread and checkpoints (they used to be deleted with the failed
     attempt), and the thread goes once the retry succeeds."""
     counter = tmp_path / "tries.txt"
-    settings = make_settings(database_url, retry_backoff_s=30.0)
+    settings = make_settings(database_url, retry_backoff_s=2.0)
     async with serve_in_process(settings, registry) as http:
         run = await start_run(
             http,
@@ -185,6 +184,8 @@ async def test_the_thread_stays_while_the_run_waits_for_a_retry(
         await eventually(waits_for_its_retry, what="the retry's wait")
         assert await thread_exists(http, tid)
         assert await checkpoints_of(checkpointer, tid) >= 1
+        await gone_with_its_checkpoints(http, checkpointer, run, "success")
+        assert len(counter.read_text().splitlines()) == 2
 
 
 async def test_on_completion_keep_keeps_the_thread(
