@@ -32,7 +32,11 @@ from lg_deploy.core.errors import BackendUnavailable, NotFound
 from lg_deploy.core.events import EventLog
 from lg_deploy.core.graphs import GraphRegistry
 from lg_deploy.core.models import utcnow
-from lg_deploy.core.platform.temporary import delete_if_over, sweep_temporary_threads
+from lg_deploy.core.platform.temporary import (
+    SWEEP_LIMIT,
+    delete_if_over,
+    sweep_temporary_threads,
+)
 from lg_deploy.core.queue import Queue
 from lg_deploy.core.states import Status
 from lg_deploy.core.store import Store, Waiting
@@ -44,6 +48,9 @@ from lg_deploy.worker.retries import RetryPolicy
 from lg_deploy.worker.runner import Durability, Limits, Runner, StopReason
 
 log = logging.getLogger("lg_deploy.worker")
+
+# How far back the reconciler's regular passes look for temporary threads left behind.
+SWEEP_HORIZON = timedelta(days=1)
 
 
 def worker_name() -> str:
@@ -114,6 +121,7 @@ class WorkerService:
             events=events,
         )
         self._stop = asyncio.Event()
+        self._swept_all = False
         self._tasks: list[asyncio.Task[None]] = []
         self._serving: asyncio.Task[None] | None = None
 
@@ -247,11 +255,24 @@ class WorkerService:
             revived += await self._revive(batch)
             after = batch[-1].execution_id
         metrics.REVIVED.inc(revived)
-        # Temporary threads of threadless runs that ended without their worker deleting
-        # them (it died in between, or the deletion failed).
-        await sweep_temporary_threads(self.platform_store, self.runner.checkpointer)
+        await self._sweep_temporary_threads()
         metrics.LAST_RECONCILE.set(time.time())
         return len(expired) + revived
+
+    async def _sweep_temporary_threads(self) -> None:
+        """Delete the temporary threads of threadless runs that ended without their worker
+        deleting them (it died in between, or the deletion failed). The first pass looks at
+        every thread; later ones at those of the last ``SWEEP_HORIZON`` (an index range,
+        not a scan of the table): a thread left behind is swept by the next pass of any
+        worker, and an older one by the next worker that starts."""
+        store, saver = self.platform_store, self.runner.checkpointer
+        if self._swept_all:
+            since = utcnow() - SWEEP_HORIZON
+            await sweep_temporary_threads(store, saver, created_after=since)
+            return
+        while await sweep_temporary_threads(store, saver, limit=SWEEP_LIMIT) == SWEEP_LIMIT:
+            pass
+        self._swept_all = True
 
     async def _revive(self, batch: list[Waiting]) -> int:
         """Put the jobs of executions that wait too long back in line; enqueue again only

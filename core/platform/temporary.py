@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from datetime import datetime
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
-from lg_deploy.core.errors import NotFound
+from lg_deploy.core.errors import BackendUnavailable, NotFound
 from lg_deploy.core.models import Execution
 from lg_deploy.core.platform.runs import RunOptions
 from lg_deploy.core.states import TERMINAL
@@ -60,13 +61,27 @@ async def delete_if_over(
 
 
 async def sweep_temporary_threads(
-    store: PlatformStore, checkpointer: BaseCheckpointSaver, *, limit: int = SWEEP_LIMIT
+    store: PlatformStore,
+    checkpointer: BaseCheckpointSaver,
+    *,
+    limit: int = SWEEP_LIMIT,
+    created_after: datetime | None = None,
 ) -> int:
-    """Delete temporary threads whose run is over but which are still there; returns how
-    many it deleted (at most ``limit``)."""
-    found = await store.ended_temporary_threads(limit=limit)
+    """Delete temporary threads whose run is over but which are still there (of those
+    created after ``created_after``, when given); returns how many it deleted (at most
+    ``limit``). One that cannot be deleted is logged and left for a later sweep; an
+    outage (``BackendUnavailable``) ends the sweep."""
+    found = await store.ended_temporary_threads(limit=limit, created_after=created_after)
+    deleted = 0
     for thread_id in found:
-        await delete_temporary_thread(store, checkpointer, thread_id)
-    if found:
-        log.info("deleted %d temporary threads whose runs had ended", len(found))
-    return len(found)
+        try:
+            await delete_temporary_thread(store, checkpointer, thread_id)
+        except BackendUnavailable:
+            raise
+        except Exception:
+            log.exception("cannot delete the temporary thread %s", thread_id)
+            continue
+        deleted += 1
+    if deleted:
+        log.info("deleted %d temporary threads whose runs had ended", deleted)
+    return deleted

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from lg_deploy.core.models import Assistant, AssistantVersion, Execution, Thread
@@ -101,9 +102,13 @@ class PlatformStore(Store, Protocol):
         """The thread row and every finished execution on it (with ``keep_runs``, the row
         only: a temporary thread's run stays visible); ``NotFound``."""
 
-    async def ended_temporary_threads(self, *, limit: int) -> list[str]:
+    async def ended_temporary_threads(
+        self, *, limit: int, created_after: datetime | None = None
+    ) -> list[str]:
         """Up to ``limit`` temporary threads (of threadless runs with ``on_completion``
-        delete, ``core/platform/temporary.py``) whose run has ended, and that still exist."""
+        delete, ``core/platform/temporary.py``) whose run has ended, and that still exist;
+        only those created after ``created_after`` when given (an index range, where all
+        threads are a scan of the table)."""
 
     # Runs
     async def runs_of_thread(

@@ -11,6 +11,7 @@ import contextlib
 import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -349,7 +350,9 @@ class PlatformQueries:
         if not deleted:
             raise NotFound("thread", thread_id)
 
-    async def ended_temporary_threads(self, *, limit: int) -> list[str]:
+    async def ended_temporary_threads(
+        self, *, limit: int, created_after: datetime | None = None
+    ) -> list[str]:
         temporary_run_ended = (
             sa.exists()
             .where(E.c.thread_id == TH.c.thread_id)
@@ -364,6 +367,8 @@ class PlatformQueries:
             .order_by(TH.c.created_at)
             .limit(limit)
         )
+        if created_after is not None:
+            query = query.where(TH.c.created_at > created_after)
         async with self._begin() as conn:
             return [row[0] for row in (await conn.execute(query)).all()]
 

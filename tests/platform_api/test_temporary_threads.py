@@ -17,6 +17,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from lg_deploy.core.checkpoint import open_checkpointer
 from lg_deploy.core.graphs import GraphRegistry
+from lg_deploy.core.models import utcnow
 from lg_deploy.core.platform.temporary import sweep_temporary_threads
 from lg_deploy.core.states import Status
 from lg_deploy.core.store import Outcome, open_store
@@ -230,7 +231,7 @@ async def test_sweep_deletes_only_temporary_threads_whose_run_ended(
     worker died after recording the end: claimed and finished here through the store)
     with its checkpoints, keeps the run's record, and leaves alone a temporary thread
     whose run is still queued, one kept with on_completion=keep, and a thread of
-    POST /threads."""
+    POST /threads; with created_after, only threads created since then are looked at."""
     settings = make_settings(database_url)
     backends = lambda: open_backends(settings, events=True, checkpointer=True)  # noqa: E731
     async with serve_in_process(settings, registry, backends=backends) as http:  # no worker
@@ -247,6 +248,8 @@ async def test_sweep_deletes_only_temporary_threads_whose_run_ended(
             claimed = await store.claim(uuid.UUID(run["run_id"]), "a-worker-that-dies", 30)
             assert claimed is not None
             await store.finish(claimed.execution_id, 1, Outcome(Status.COMPLETED, output={}))
+        recent_only = await sweep_temporary_threads(store, checkpointer, created_after=utcnow())
+        assert recent_only == 0 and await thread_exists(http, ended["thread_id"])
         assert await sweep_temporary_threads(store, checkpointer) == 1
         assert not await thread_exists(http, ended["thread_id"])
         assert await checkpoints_of(checkpointer, ended["thread_id"]) == 0
