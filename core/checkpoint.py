@@ -14,6 +14,11 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from lg_deploy.core.store import check_database_url, ensure_sqlite_dir
 
+# The checkpoint metadata key that names the execution which wrote the checkpoint: a later
+# attempt continues only from its own execution's checkpoints (worker/resume.py), and a
+# rollback finds what a run wrote (core/platform/checkpoints.py).
+EXECUTION_ID_KEY = "lg_deploy_execution_id"
+
 
 def psycopg_conninfo(url: str) -> str:
     """``postgresql+asyncpg://...?ssl=require`` -> ``postgresql://...?sslmode=require``."""

@@ -12,12 +12,17 @@ from lg_deploy.core.events import open_event_log
 from lg_deploy.worker.streaming import RunStream
 
 
+def always_held() -> bool:
+    """The attempt keeps its lease (tests/platform_api/test_worker_attempts.py loses it)."""
+    return True
+
+
 async def test_chunks_become_events_named_after_their_mode_and_namespace() -> None:
     """Each chunk of a requested mode is one event, `mode|namespace` for a subgraph's;
     modes the run did not ask for are left out; attempts end with a control event."""
     log = open_event_log("memory://")
     run = uuid.uuid4()
-    stream = RunStream(log, run, 1, ["updates", "custom"])
+    stream = RunStream(log, run, 1, ["updates", "custom"], held=always_held)
     await stream.begin(continuing=False)
     await stream.chunk((), "updates", {"a": {"x": 1}})
     await stream.chunk(("child:1",), "custom", {"p": 1})
@@ -36,7 +41,7 @@ async def test_messages_modes_stream_tuples_and_partial_messages() -> None:
     message and the message so far after each chunk."""
     log = open_event_log("memory://")
     run = uuid.uuid4()
-    stream = RunStream(log, run, 1, ["messages", "messages-tuple"])
+    stream = RunStream(log, run, 1, ["messages", "messages-tuple"], held=always_held)
     for token in ("he", "llo"):
         await stream.chunk((), "messages", (AIMessageChunk(content=token, id="m1"), {"n": 1}))
     events = [(e.event, json.loads(e.data)) for e in await log.read(run)]
@@ -61,12 +66,12 @@ async def test_a_continuing_attempt_leaves_out_what_langgraph_repeats() -> None:
     log = open_event_log("memory://")
     run = uuid.uuid4()
     modes = ["values", "checkpoints", "debug"]
-    first = RunStream(log, run, 1, modes)
+    first = RunStream(log, run, 1, modes, held=always_held)
     await first.chunk((), "values", {"done": 1})
     await first.chunk((), "checkpoints", {"id": "c1"})
     await first.chunk((), "debug", {"type": "checkpoint", "timestamp": "t1", "payload": "c1"})
     await first.chunk((), "values", {"done": 2})
-    second = RunStream(log, run, 2, modes)
+    second = RunStream(log, run, 2, modes, held=always_held)
     await second.begin(continuing=True)
     await second.chunk((), "values", {"done": 1})
     await second.chunk((), "checkpoints", {"id": "c1"})

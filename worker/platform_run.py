@@ -11,14 +11,15 @@ runner's.
   interrupts: the platform ends it with status success, and its thread is interrupted
   until a new run answers (core/platform/statuses.py).
 - The thread's row gets the run's final values, interrupts and status, fenced on the
-  attempt; a threadless run's thread is deleted at the end unless it asked to keep it.
+  attempt; a threadless run's thread is deleted when it succeeds, unless it asked to keep
+  it (every other ending: core/platform/temporary.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -27,16 +28,17 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.pregel import Pregel
 from langgraph.types import Interrupt
 
-from lg_deploy.core.errors import BackendUnavailable, NotFound
+from lg_deploy.core.checkpoint import EXECUTION_ID_KEY
+from lg_deploy.core.errors import BackendUnavailable, LeaseLost
 from lg_deploy.core.events import EventLog
 from lg_deploy.core.jsonable import to_jsonable
 from lg_deploy.core.models import Execution
 from lg_deploy.core.platform.runs import RunOptions, to_command
 from lg_deploy.core.platform.statuses import settled_status
+from lg_deploy.core.platform.temporary import delete_temporary_thread
 from lg_deploy.core.states import Status
 from lg_deploy.core.store import Outcome
 from lg_deploy.core.store.platform_base import PlatformStore
-from lg_deploy.worker.resume import EXECUTION_ID_KEY
 from lg_deploy.worker.streaming import RunStream
 
 log = logging.getLogger("lg_deploy.worker")
@@ -51,6 +53,9 @@ class PlatformRun:
     execution: Execution
     options: RunOptions
     checkpointer: BaseCheckpointSaver
+    # Whether the attempt still holds its lease (``LeaseClock.held``): once it does not,
+    # another worker may run the run, and this attempt appends nothing more to its stream.
+    held: Callable[[], bool]
 
 
 def _with_checkpoint(config: RunnableConfig, checkpoint_id: str | None, ns: str) -> RunnableConfig:
@@ -85,7 +90,9 @@ async def run_platform(
     max_output_bytes: int,
 ) -> Outcome:
     execution, options = run.execution, run.options
-    stream = RunStream(events, execution.execution_id, execution.attempt, options.stream_modes)
+    stream = RunStream(
+        events, execution.execution_id, execution.attempt, options.stream_modes, held=run.held
+    )
     graph_input, config, continuing = await choose_platform_input(run)
     await stream.begin(continuing=continuing)
     kwargs: dict[str, Any] = {
@@ -127,6 +134,10 @@ async def run_platform(
         else:
             async for item in run.graph.astream(graph_input, config, **kwargs):
                 await take(item)
+    except (LeaseLost, BackendUnavailable):
+        # Not the run's failure: it is handed back or taken over, and goes on elsewhere
+        # (worker/runner.py). Its thread is neither marked failed nor deleted.
+        raise
     except Exception:
         await _leave_on_thread(run, store, failed=True)
         raise
@@ -164,9 +175,12 @@ async def _leave_on_thread(
     thread_id = execution.thread_id
     try:
         if run.options.deletes_thread:
-            await run.checkpointer.adelete_thread(thread_id)
-            with contextlib.suppress(NotFound):  # an earlier attempt deleted it already
-                await store.delete_thread(thread_id)
+            # A temporary thread goes once the run is over (core/platform/temporary.py): on
+            # success here, before the result is recorded, so that it is gone when the run
+            # shows success. A failure may yet be retried: worker/service.py deletes the
+            # thread once the store says the run is over.
+            if not failed and run.held():
+                await delete_temporary_thread(store, run.checkpointer, thread_id)
             return
         interrupts: dict[str, Any] | None = None
         if failed or paused:

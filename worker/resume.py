@@ -17,9 +17,8 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.pregel import Pregel
 from langgraph.types import Command
 
+from lg_deploy.core.checkpoint import EXECUTION_ID_KEY
 from lg_deploy.core.models import Execution
-
-EXECUTION_ID_KEY = "lg_deploy_execution_id"
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from lg_deploy.core.platform.rollback import (
     delete_written_checkpoints,
 )
 from lg_deploy.core.platform.runs import RunOptions
+from lg_deploy.core.platform.temporary import delete_temporary_thread, deletes_its_thread
 from lg_deploy.core.queue import Queue
 from lg_deploy.core.states import Status
 from lg_deploy.core.store import Outcome, Recorded, Store, Waiting
@@ -296,10 +297,28 @@ class Runner:
         if rolled_back is not None:
             store = cast(PlatformStore, self.store)
             await delete_run(execution, store=store, checkpoints=rolled_back)
+        await self._delete_temporary_thread(execution)
         with contextlib.suppress(BackendUnavailable):  # only wakes long polls sooner
             await self.queue.publish("settled", eid)
         if recorded.next_on_thread is not None:
             await self.reenqueue(recorded.next_on_thread)
+
+    async def _delete_temporary_thread(self, execution: Execution) -> None:
+        """A threadless run is over: delete its temporary thread (core/platform/temporary.py).
+        Best effort: the reconciler's sweep deletes what is left behind."""
+        if not deletes_its_thread(execution):
+            return
+        store = cast(PlatformStore, self.store)
+        try:
+            await delete_temporary_thread(store, self.checkpointer, execution.thread_id)
+        except BackendUnavailable as exc:
+            log.warning(
+                "execution %s: cannot delete its temporary thread: %s", execution.execution_id, exc
+            )
+        except Exception:
+            log.exception(
+                "execution %s: cannot delete its temporary thread", execution.execution_id
+            )
 
     async def _roll_back_if_asked(self, execution: Execution) -> int | None:
         """Delete the checkpoints of a run cancelled with ``rollback`` that this attempt
@@ -346,6 +365,8 @@ class Runner:
             )
             return None
         log.info("execution %s attempt %d %s", eid, number, outcome.status)
+        if outcome.status is not Status.COMPLETED:  # on success, worker/platform_run.py
+            await self._delete_temporary_thread(execution)
         metrics.FINISHED.labels(execution.graph_id, outcome.status.value).inc()
         if outcome.status is Status.FAILED and outcome.error is not None:
             metrics.FAILED.labels(execution.graph_id, outcome.error["type"]).inc()
@@ -406,7 +427,7 @@ class Runner:
         )
         try:
             async with deadline:
-                return await self._invoke(execution, checkpointer)
+                return await self._invoke(execution, checkpointer, attempt.clock)
         except TimeoutError as exc:
             if deadline.expired():
                 return Outcome(
@@ -422,7 +443,9 @@ class Runner:
         except Exception as exc:
             return _failure(execution, exc)
 
-    async def _invoke(self, execution: Execution, checkpointer: BaseCheckpointSaver) -> Outcome:
+    async def _invoke(
+        self, execution: Execution, checkpointer: BaseCheckpointSaver, clock: LeaseClock
+    ) -> Outcome:
         config = graph_config(execution)
         graph = await self.registry.build(execution.graph_id, config, checkpointer)
         durability = cast(
@@ -433,7 +456,7 @@ class Runner:
         )
         if (options := RunOptions.of(execution)) is not None:  # a platform run
             return await run_platform(
-                PlatformRun(graph, config, execution, options, checkpointer),
+                PlatformRun(graph, config, execution, options, checkpointer, clock.held),
                 store=cast(PlatformStore, self.store),
                 events=self.events,
                 durability=durability,

@@ -3,9 +3,11 @@
 Besides serving the queue it runs two background loops: one stops graphs that were
 cancelled elsewhere (a queue nudge, the store flag being the truth), and the reconciler,
 which re-enqueues RUNNING executions whose lease expired and QUEUED ones that are not
-moving. Several reconcilers may run at once: every move they make is a conditional
-UPDATE, and enqueueing an id that already waits is a no-op. Two threads watch over it:
-the lease keeper (``worker/leases.py``) and the loop watch (``worker/loop_watch.py``).
+moving, and deletes the temporary threads of threadless runs that ended without their
+worker deleting them. Several reconcilers may run at once: every move they make is a
+conditional UPDATE, enqueueing an id that already waits is a no-op, and deleting a thread
+that is gone already is none either. Two threads watch over it: the lease keeper
+(``worker/leases.py``) and the loop watch (``worker/loop_watch.py``).
 """
 
 from __future__ import annotations
@@ -20,25 +22,34 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import cast
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from lg_deploy.core import logcontext
+from lg_deploy.core.checkpoint import EXECUTION_ID_KEY
 from lg_deploy.core.errors import BackendUnavailable
 from lg_deploy.core.events import EventLog
 from lg_deploy.core.graphs import GraphRegistry
 from lg_deploy.core.models import utcnow
+from lg_deploy.core.platform.temporary import (
+    SWEEP_LIMIT,
+    sweep_temporary_threads,
+)
 from lg_deploy.core.queue import Queue
 from lg_deploy.core.states import Status
 from lg_deploy.core.store import Store, Waiting
+from lg_deploy.core.store.platform_base import PlatformStore
 from lg_deploy.worker import metrics
 from lg_deploy.worker.leases import LeaseKeeper
 from lg_deploy.worker.loop_watch import Culprit, LoopWatch
-from lg_deploy.worker.resume import EXECUTION_ID_KEY
 from lg_deploy.worker.retries import RetryPolicy
 from lg_deploy.worker.runner import Durability, Limits, Runner, StopReason
 
 log = logging.getLogger("lg_deploy.worker")
+
+# How far back the reconciler's regular passes look for temporary threads left behind.
+SWEEP_HORIZON = timedelta(days=1)
 
 
 def worker_name() -> str:
@@ -109,6 +120,7 @@ class WorkerService:
             events=events,
         )
         self._stop = asyncio.Event()
+        self._swept_all = False
         self._tasks: list[asyncio.Task[None]] = []
         self._serving: asyncio.Task[None] | None = None
 
@@ -167,6 +179,10 @@ class WorkerService:
         if self._serving is not None and self._serving.done() and not self._stop.is_set():
             return "the queue loop has stopped"
         return None
+
+    @property
+    def platform_store(self) -> PlatformStore:
+        return cast(PlatformStore, self.store)  # the SQL store: core/store/platform_sql.py
 
     def _graph_of(self, execution_id: str) -> str | None:
         attempt = self.runner.attempts.get(uuid.UUID(execution_id))
@@ -228,8 +244,24 @@ class WorkerService:
             revived += await self._revive(batch)
             after = batch[-1].execution_id
         metrics.REVIVED.inc(revived)
+        await self._sweep_temporary_threads()
         metrics.LAST_RECONCILE.set(time.time())
         return len(expired) + revived
+
+    async def _sweep_temporary_threads(self) -> None:
+        """Delete the temporary threads of threadless runs that ended without their worker
+        deleting them (it died in between, or the deletion failed). The first pass looks at
+        every thread; later ones at those of the last ``SWEEP_HORIZON`` (an index range,
+        not a scan of the table): a thread left behind is swept by the next pass of any
+        worker, and an older one by the next worker that starts."""
+        store, saver = self.platform_store, self.runner.checkpointer
+        if self._swept_all:
+            since = utcnow() - SWEEP_HORIZON
+            await sweep_temporary_threads(store, saver, created_after=since)
+            return
+        while await sweep_temporary_threads(store, saver, limit=SWEEP_LIMIT) == SWEEP_LIMIT:
+            pass
+        self._swept_all = True
 
     async def _revive(self, batch: list[Waiting]) -> int:
         """Put the jobs of executions that wait too long back in line; enqueue again only

@@ -15,14 +15,18 @@ to the run's event log (``core/events/``) for the API processes to serve.
   ``debug`` checkpoint event); each is dropped when the stream already carried it
   (docs/compat.md, "Streaming").
 - The stream is best effort: when the event log cannot be reached the run goes on, and
-  its result is recorded as always.
+  its result is recorded as always. Its events are dropped while the log is down; appends
+  are tried again after a backoff (``RETRY_AFTER_S``, doubling up to ``RETRY_MAX_S``), and
+  publishing resumes once one succeeds. Each outage is logged once, and its end.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from langchain_core.messages import BaseMessage, BaseMessageChunk
@@ -34,6 +38,11 @@ from lg_deploy.core.jsonable import to_jsonable
 log = logging.getLogger("lg_deploy.worker")
 
 NS_SEP = "|"
+# Once the event log failed, appends are skipped (their events dropped) for this long
+# before one is tried again, doubling while it stays down: an outage costs one failed
+# call per backoff, not one per event (each of which could wait for a timeout).
+RETRY_AFTER_S = 0.5
+RETRY_MAX_S = 10.0
 # LangGraph's stream mode for each of the platform's ("events" is astream_events).
 LANGGRAPH_MODE = {
     "values": "values",
@@ -74,18 +83,36 @@ class RunStream:
     """The events of one attempt of one run."""
 
     def __init__(
-        self, events: EventLog | None, run_id: uuid.UUID, attempt: int, modes: list[str]
+        self,
+        events: EventLog | None,
+        run_id: uuid.UUID,
+        attempt: int,
+        modes: list[str],
+        *,
+        held: Callable[[], bool],
+        now: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``held``: whether the attempt still holds its lease; once it does not, nothing
+        more is appended (another worker may have taken the run over: its stream is the
+        new attempt's). ``now``: the clock of the backoff after a failed append."""
         self.events = events
         self.run_id = run_id
         self.attempt = attempt
         self.modes = set(modes)
+        self.held = held
+        self._fenced = False
         self._partial: dict[str, BaseMessageChunk] = {}
         self._announced: set[str] = set()
         # While a later attempt has not yet passed the checkpoint it continues from: what
         # the stream carried so far, per mode whose first chunk LangGraph repeats.
         self._streamed: dict[str, set[str]] = {}
-        self._broken = False
+        self.now = now
+        # While the event log is down: since when, when to try again, the current
+        # backoff, and how many events were dropped.
+        self._down_since: float | None = None
+        self._retry_at = 0.0
+        self._backoff_s = RETRY_AFTER_S
+        self._dropped = 0
 
     def langgraph_modes(self) -> list[str]:
         """What to ask LangGraph for: the run's modes, and the values and updates the
@@ -96,13 +123,45 @@ class RunStream:
         return sorted(wanted)
 
     async def _append(self, *events: NewEvent) -> None:
-        if self.events is None or self._broken:
+        if self.events is None or self._fenced:
+            return
+        if not self.held():
+            self._fenced = True
+            log.warning(
+                "run %s attempt %d: lease lost; its stream ends here", self.run_id, self.attempt
+            )
+            return
+        now = self.now()
+        if self._down_since is not None and now < self._retry_at:
+            self._dropped += len(events)
             return
         try:
             await self.events.append(self.run_id, events)
         except BackendUnavailable as exc:
-            self._broken = True
-            log.warning("run %s: its stream events cannot be published: %s", self.run_id, exc)
+            self._failed(now, len(events), exc)
+            return
+        if self._down_since is not None:
+            log.info(
+                "run %s: its stream events are published again after %.1f s (%d dropped)",
+                self.run_id,
+                now - self._down_since,
+                self._dropped,
+            )
+            self._down_since, self._dropped = None, 0
+
+    def _failed(self, now: float, count: int, exc: BackendUnavailable) -> None:
+        self._dropped += count
+        if self._down_since is None:
+            self._down_since, self._backoff_s = now, RETRY_AFTER_S
+            log.warning(
+                "run %s: its stream events cannot be published (%s); dropped until the event "
+                "log answers again",
+                self.run_id,
+                exc,
+            )
+        else:
+            self._backoff_s = min(self._backoff_s * 2, RETRY_MAX_S)
+        self._retry_at = now + self._backoff_s
 
     async def begin(self, *, continuing: bool) -> None:
         """A later attempt says so first; one that continues from the run's checkpoint

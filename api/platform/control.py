@@ -18,6 +18,7 @@ from lg_deploy.core.platform.rollback import (
     delete_written_checkpoints,
     marked_for_rollback,
 )
+from lg_deploy.core.platform.temporary import delete_temporary_thread, deletes_its_thread
 from lg_deploy.core.queue import Queue
 from lg_deploy.core.store.platform_base import PlatformStore
 
@@ -38,7 +39,8 @@ async def cancel_run(
     """Cancel a queued or running run (the store first, then a notice to the worker that
     runs it); with ``rollback``, delete it and its checkpoints too: at once when no graph
     runs it, else by its worker once the graph has stopped (core/platform/rollback.py).
-    False when the run had already ended."""
+    A threadless run's temporary thread goes the same way. False when the run had already
+    ended."""
     rollback = action == "rollback"
     try:
         cancelled = await store.cancel(
@@ -53,9 +55,15 @@ async def cancel_run(
         await queue.publish("settled", eid)
     with contextlib.suppress(BackendUnavailable):
         await events.append(eid, [NewEvent(CANCELLED, "{}")])
-    if rollback and cancelled.lease_owner is None:
+    if cancelled.lease_owner is not None:
+        return True  # its worker rolls it back and deletes its thread once it has stopped
+    if rollback:
         written = await delete_written_checkpoints(
             cancelled, store=store, checkpointer=checkpointer
         )
         await delete_run(cancelled, store=store, checkpoints=written)
+    if deletes_its_thread(cancelled):
+        # No worker will see this run again: its temporary thread is deleted here
+        # (core/platform/temporary.py).
+        await delete_temporary_thread(store, checkpointer, cancelled.thread_id)
     return True

@@ -72,17 +72,20 @@ class Runs:
         self.streams = Streams(store, events, waiters, settings.stream_heartbeat_s)
 
     async def create(self, body: RunCreate, thread_id: str | None) -> Execution:
+        """Check the whole request, then write: a refused request leaves no thread behind
+        and changes none (docs/architecture.md, invariant 7)."""
         assistant = await find_assistant(self.store, self.registry, body.assistant_id)
         if assistant.graph_id not in self.registry:
             raise NotFound("graph", assistant.graph_id)
         await self._check_backpressure()
         stateless = thread_id is None
         graph_meta = {"graph_id": assistant.graph_id, "assistant_id": str(assistant.assistant_id)}
+        new_thread: Thread | None = None
         if stateless:
             if body.command is not None and body.command.resume is not None:
                 raise BadRequest("You must provide a thread_id when resuming.")
-            thread_id = str(uuid.uuid4())
-            await self.store.create_thread(Thread(thread_id=thread_id, meta=graph_meta), "raise")
+            new_thread = Thread(thread_id=str(uuid.uuid4()), meta=graph_meta)
+            thread_id = new_thread.thread_id
         else:
             assert thread_id is not None
             try:
@@ -90,17 +93,20 @@ class Runs:
             except NotFound:
                 if body.if_not_exists != "create":
                     raise NotFound("thread", thread_id) from None
-                await self.store.create_thread(Thread(thread_id=thread_id), "do_nothing")
-            await self.store.update_thread_metadata(thread_id, graph_meta)
+                new_thread = Thread(thread_id=thread_id, meta=graph_meta)
         execution = self._execution(body, assistant, thread_id, stateless)
-        strategy = body.multitask_strategy or "enqueue"
-        if strategy in ("interrupt", "rollback"):
-            action: CancelAction = "rollback" if strategy == "rollback" else "interrupt"
-            for running in await self.store.active_runs(thread_id=thread_id):
-                await self.cancel(running, action)
-        execution, _ = await self.store.create(
-            execution, reject_if_thread_busy=strategy == "reject"
-        )
+        # Nothing was written so far.
+        if new_thread is not None:
+            await self.store.create_thread(new_thread, "raise" if stateless else "do_nothing")
+        try:
+            execution = await self._insert(execution, body.multitask_strategy or "enqueue")
+        except BaseException:
+            if stateless:  # its temporary thread would never be deleted
+                with contextlib.suppress(Exception):
+                    await self.store.delete_thread(thread_id)
+            raise
+        if not stateless:
+            await self.store.update_thread_metadata(thread_id, graph_meta)
         eid = execution.execution_id
         metrics.SUBMITTED.labels(execution.graph_id).inc()
         # The stream's first event, before any worker can add one.
@@ -113,11 +119,21 @@ class Runs:
             log.warning("run %s accepted; enqueue deferred: %s", eid, exc)
         return execution
 
+    async def _insert(self, execution: Execution, strategy: str) -> Execution:
+        """Write the run, after stopping the thread's active runs for the interrupt and
+        rollback strategies; ``ThreadBusy`` with reject while one is active."""
+        if strategy in ("interrupt", "rollback"):
+            action: CancelAction = "rollback" if strategy == "rollback" else "interrupt"
+            for running in await self.store.active_runs(thread_id=execution.thread_id):
+                await self.cancel(running, action)
+        created, _ = await self.store.create(execution, reject_if_thread_busy=strategy == "reject")
+        return created
+
     def _execution(
         self, body: RunCreate, assistant: Assistant, thread_id: str, stateless: bool
     ) -> Execution:
         run_id = new_execution_id()
-        given = body.config or {}
+        given = body.run_config()
         if (given.get("configurable") or {}) and body.context:
             raise BadRequest(
                 "Cannot specify both configurable and context. Prefer setting context alone."

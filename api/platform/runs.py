@@ -11,7 +11,7 @@ from fastapi import APIRouter, Header, Query, Response
 from lg_deploy.api.platform.errors import PlatformRoute, responses
 from lg_deploy.api.platform.render import json_response, run_json, selected
 from lg_deploy.api.platform.run_ops import RunsDep
-from lg_deploy.api.platform.schemas import RunCreate, RunsCancel
+from lg_deploy.api.platform.schemas import RunCreate, RunsCancel, ThreadIdPath
 from lg_deploy.core.errors import NotFound
 from lg_deploy.core.models import Execution
 from lg_deploy.core.platform.errors import BadRequest
@@ -43,7 +43,7 @@ def _created(execution: Execution, *, stateless: bool) -> Response:
     responses=responses(400, 404, 409, 422, 429),
     summary="Create a run in the background",
 )
-async def create_run(thread_id: str, body: RunCreate, runs: RunsDep) -> Response:
+async def create_run(thread_id: ThreadIdPath, body: RunCreate, runs: RunsDep) -> Response:
     return _created(await runs.create(body, thread_id), stateless=False)
 
 
@@ -52,7 +52,7 @@ async def create_run(thread_id: str, body: RunCreate, runs: RunsDep) -> Response
     responses={**SSE, **responses(400, 404, 409, 422, 429)},
     summary="Create a run and stream its events",
 )
-async def stream_run(thread_id: str, body: RunCreate, runs: RunsDep) -> Response:
+async def stream_run(thread_id: ThreadIdPath, body: RunCreate, runs: RunsDep) -> Response:
     execution = await runs.create(body, thread_id)
     return runs.stream_response(
         execution, after="0-0", modes=None, cancel_on_disconnect=body.on_disconnect == "cancel"
@@ -64,7 +64,7 @@ async def stream_run(thread_id: str, body: RunCreate, runs: RunsDep) -> Response
     responses=responses(400, 404, 409, 422, 429),
     summary="Create a run and wait for its final values",
 )
-async def wait_run(thread_id: str, body: RunCreate, runs: RunsDep) -> Response:
+async def wait_run(thread_id: ThreadIdPath, body: RunCreate, runs: RunsDep) -> Response:
     execution = await runs.create(body, thread_id)
     return runs.wait_response(execution, cancel_on_disconnect=body.on_disconnect == "cancel")
 
@@ -73,7 +73,7 @@ async def wait_run(thread_id: str, body: RunCreate, runs: RunsDep) -> Response:
     "/threads/{thread_id}/runs", responses=responses(404, 422), summary="List a thread's runs"
 )
 async def list_runs(
-    thread_id: str,
+    thread_id: ThreadIdPath,
     runs: RunsDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 10,
     offset: Annotated[int, Query(ge=0)] = 0,
@@ -89,7 +89,7 @@ async def list_runs(
 
 
 @router.get("/threads/{thread_id}/runs/{run_id}", responses=responses(404), summary="Get a run")
-async def get_run(thread_id: str, run_id: str, runs: RunsDep) -> Response:
+async def get_run(thread_id: ThreadIdPath, run_id: str, runs: RunsDep) -> Response:
     return json_response(run_json(await runs.find(thread_id, run_id)))
 
 
@@ -99,7 +99,7 @@ async def get_run(thread_id: str, run_id: str, runs: RunsDep) -> Response:
     responses=responses(404, 409),
     summary="Delete a finished run",
 )
-async def delete_run(thread_id: str, run_id: str, runs: RunsDep) -> Response:
+async def delete_run(thread_id: ThreadIdPath, run_id: str, runs: RunsDep) -> Response:
     execution = await runs.find(thread_id, run_id)
     await runs.store.delete(execution.execution_id)
     return Response(status_code=204)
@@ -111,7 +111,7 @@ async def delete_run(thread_id: str, run_id: str, runs: RunsDep) -> Response:
     summary="Wait for a run's final values",
 )
 async def join_run(
-    thread_id: str, run_id: str, runs: RunsDep, cancel_on_disconnect: bool = False
+    thread_id: ThreadIdPath, run_id: str, runs: RunsDep, cancel_on_disconnect: bool = False
 ) -> Response:
     execution = await runs.find(thread_id, run_id)
     return runs.wait_response(execution, cancel_on_disconnect=cancel_on_disconnect)
@@ -123,7 +123,7 @@ async def join_run(
     summary="Stream a run's events: from now, or after Last-Event-ID",
 )
 async def join_run_stream(
-    thread_id: str,
+    thread_id: ThreadIdPath,
     run_id: str,
     runs: RunsDep,
     last_event_id: LastEventId = None,
@@ -147,7 +147,7 @@ async def join_run_stream(
     summary="Cancel a pending or running run (interrupt, or rollback)",
 )
 async def cancel(
-    thread_id: str,
+    thread_id: ThreadIdPath,
     run_id: str,
     runs: RunsDep,
     wait: Annotated[bool, Query()] = False,
@@ -207,8 +207,7 @@ async def cancel_runs(
     action: Annotated[Literal["interrupt", "rollback"], Query()] = "interrupt",
 ) -> Response:
     if body.run_ids is not None:
-        if body.thread_id is None:
-            raise BadRequest("Provide the thread_id of the runs to cancel.")
+        assert body.thread_id is not None  # RunsCancel says so
         chosen = [await runs.find(body.thread_id, run_id) for run_id in body.run_ids]
     else:
         chosen = await runs.store.active_runs(thread_id=body.thread_id)

@@ -7,9 +7,18 @@ is refused with 422, as on the rest of the API (``core/jsonable.py``).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from fastapi import Path, Query
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from lg_deploy.core.jsonable import find_unstorable
 from lg_deploy.core.platform.runs import STREAM_MODES
@@ -17,6 +26,12 @@ from lg_deploy.core.platform.runs import STREAM_MODES
 Json = dict[str, Any]
 SortOrder = Literal["asc", "desc"]
 ThreadStatusIn = Literal["idle", "busy", "interrupted", "error"]
+# The length of the id and name columns (core/models.py).
+ID_LENGTH = 200
+# A checkpoint namespace names the subgraphs down to it: "<node>:<task id>|...".
+NAMESPACE_LENGTH = 1000
+WEBHOOK_LENGTH = 2000
+DESCRIPTION_LENGTH = 10_000
 
 
 def _storable(value: Any) -> Any:
@@ -25,38 +40,92 @@ def _storable(value: Any) -> Any:
     return value
 
 
+# An id as the store keeps it: 1 to 200 characters, none of them NUL (PostgreSQL's text
+# refuses NUL, and a longer id does not fit its column).
+Id = Annotated[
+    str, StringConstraints(min_length=1, max_length=ID_LENGTH), AfterValidator(_storable)
+]
+Text = Annotated[str, AfterValidator(_storable)]
+ThreadIdPath = Annotated[
+    str,
+    Path(min_length=1, max_length=ID_LENGTH, description="A thread id."),
+    AfterValidator(_storable),
+]
+CheckpointIdQuery = Annotated[
+    str,
+    Query(min_length=1, max_length=ID_LENGTH, description="A checkpoint id."),
+    AfterValidator(_storable),
+]
+CheckpointIdPath = Annotated[
+    str,
+    Path(min_length=1, max_length=ID_LENGTH, description="A checkpoint id."),
+    AfterValidator(_storable),
+]
+
+
+def _checkpoint(value: Json) -> Json:
+    """A checkpoint as the SDK sends it: ``thread_id``, ``checkpoint_ns``,
+    ``checkpoint_id`` (text) and ``checkpoint_map`` (namespace -> checkpoint id)."""
+    limits = {"thread_id": ID_LENGTH, "checkpoint_id": ID_LENGTH, "checkpoint_ns": NAMESPACE_LENGTH}
+    for key, limit in limits.items():
+        found = value.get(key)
+        if found is None:
+            continue
+        if not isinstance(found, str):
+            raise ValueError(f"{key} must be a string")
+        if len(found) > limit:
+            raise ValueError(f"{key} must have at most {limit} characters")
+    found_map = value.get("checkpoint_map")
+    if found_map is not None and not (
+        isinstance(found_map, dict) and all(isinstance(v, str) for v in found_map.values())
+    ):
+        raise ValueError("checkpoint_map must map namespaces to checkpoint ids")
+    return _storable(value)
+
+
+Checkpoint = Annotated[Json, AfterValidator(_checkpoint)]
+
+
 class Body(BaseModel):
+    """Every request body: unknown fields are ignored, and nothing in it may hold what a
+    store cannot take back (a NUL character, a lone surrogate, ...: core/jsonable.py)."""
+
     model_config = ConfigDict(extra="ignore")
+
+    @model_validator(mode="after")
+    def _all_storable(self) -> Self:
+        _storable(self.model_dump())
+        return self
 
 
 class AssistantCreate(Body):
-    graph_id: str = Field(min_length=1, max_length=200)
-    assistant_id: str | None = None
+    graph_id: Id
+    assistant_id: Id | None = None
     config: Json = Field(default_factory=dict)
     context: Json = Field(default_factory=dict)
     metadata: Json = Field(default_factory=dict)
     if_exists: Literal["raise", "do_nothing"] = "raise"
-    name: str | None = Field(default=None, max_length=200)
-    description: str | None = None
+    name: Text | None = Field(default=None, max_length=ID_LENGTH)
+    description: Text | None = Field(default=None, max_length=DESCRIPTION_LENGTH)
 
     _check = field_validator("config", "context", "metadata")(_storable)
 
 
 class AssistantPatch(Body):
-    graph_id: str | None = Field(default=None, min_length=1, max_length=200)
+    graph_id: Id | None = None
     config: Json | None = None
     context: Json | None = None
     metadata: Json | None = None
-    name: str | None = Field(default=None, max_length=200)
-    description: str | None = None
+    name: Text | None = Field(default=None, max_length=ID_LENGTH)
+    description: Text | None = Field(default=None, max_length=DESCRIPTION_LENGTH)
 
     _check = field_validator("config", "context", "metadata")(_storable)
 
 
 class AssistantCount(Body):
     metadata: Json | None = None
-    graph_id: str | None = None
-    name: str | None = None
+    graph_id: Id | None = None
+    name: Text | None = Field(default=None, max_length=ID_LENGTH)
 
 
 class AssistantSearch(AssistantCount):
@@ -82,13 +151,15 @@ class StateUpdateIn(Body):
     command: Json | None = None
     as_node: str | None = None
 
+    _check = field_validator("values", "command", "as_node")(_storable)
+
 
 class Superstep(Body):
-    updates: list[StateUpdateIn]
+    updates: list[StateUpdateIn] = Field(min_length=1)
 
 
 class ThreadCreate(Body):
-    thread_id: str | None = Field(default=None, min_length=1, max_length=200)
+    thread_id: Id | None = None
     metadata: Json = Field(default_factory=dict)
     if_exists: Literal["raise", "do_nothing"] = "raise"
     supersteps: list[Superstep] | None = None
@@ -102,7 +173,7 @@ class ThreadCount(Body):
 
 
 class ThreadSearch(ThreadCount):
-    ids: list[str] | None = None
+    ids: list[Id] | None = None
     limit: int = Field(default=10, ge=1, le=1000)
     offset: int = Field(default=0, ge=0)
     sort_by: Literal["thread_id", "status", "created_at", "updated_at"] | None = None
@@ -118,23 +189,23 @@ class ThreadPatch(Body):
 
 class ThreadStateUpdate(Body):
     values: Any = None
-    checkpoint: Json | None = None
-    checkpoint_id: str | None = None
-    as_node: str | None = None
+    checkpoint: Checkpoint | None = None
+    checkpoint_id: Id | None = None
+    as_node: Text | None = Field(default=None, max_length=ID_LENGTH)
 
     _check = field_validator("values")(_storable)
 
 
 class ThreadStateAt(Body):
-    checkpoint: Json
+    checkpoint: Checkpoint
     subgraphs: bool = False
 
 
 class HistorySearch(Body):
     limit: int = Field(default=10, ge=1, le=1000)
-    before: str | Json | None = None
+    before: Id | Checkpoint | None = None
     metadata: Json | None = None
-    checkpoint: Json | None = None
+    checkpoint: Checkpoint | None = None
 
 
 class CommandIn(Body):
@@ -143,23 +214,36 @@ class CommandIn(Body):
     goto: Any = None
 
 
+class RunConfigIn(Body):
+    """The keys of a run's ``config`` that the run uses, checked as ``/execute`` checks
+    them (``api/schemas.py``); the others are ignored, and the thread and checkpoint keys
+    of ``configurable`` are dropped (``api/platform/run_ops.py``)."""
+
+    configurable: Json | None = None
+    metadata: Json | None = None
+    tags: list[str] | None = None
+    recursion_limit: int | None = Field(default=None, ge=1, le=100_000)
+    max_concurrency: int | None = Field(default=None, ge=1, le=10_000)
+    run_name: str | None = Field(default=None, max_length=200)
+
+
 class RunCreate(Body):
     """``RunCreateStateful`` and ``RunCreateStateless`` with their streaming variants."""
 
-    assistant_id: str = Field(min_length=1, max_length=200)
+    assistant_id: Id
     input: Any = None
     command: CommandIn | None = None
     metadata: Json | None = None
-    config: Json | None = None
+    config: RunConfigIn | None = None
     context: Json | None = None
-    checkpoint: Json | None = None
-    checkpoint_id: str | None = None
+    checkpoint: Checkpoint | None = None
+    checkpoint_id: Id | None = None
     stream_mode: str | list[str] = "values"
     stream_subgraphs: bool = False
     stream_resumable: bool = False
     interrupt_before: Literal["*"] | list[str] | None = None
     interrupt_after: Literal["*"] | list[str] | None = None
-    webhook: str | None = None
+    webhook: Text | None = Field(default=None, max_length=WEBHOOK_LENGTH)
     feedback_keys: list[str] | None = None
     multitask_strategy: Literal["reject", "rollback", "interrupt", "enqueue"] | None = None
     if_not_exists: Literal["create", "reject"] | None = None
@@ -169,7 +253,18 @@ class RunCreate(Body):
     on_disconnect: Literal["cancel", "continue"] = "continue"
     on_completion: Literal["delete", "keep"] | None = None
 
-    _check = field_validator("input", "metadata", "config", "context")(_storable)
+    _check = field_validator("input", "metadata", "context")(_storable)
+
+    @field_validator("config")
+    @classmethod
+    def _storable_config(cls, value: RunConfigIn | None) -> RunConfigIn | None:
+        if value is not None:
+            _storable(value.model_dump(exclude_none=True))
+        return value
+
+    def run_config(self) -> Json:
+        """The config as given, the keys a run uses only."""
+        return {} if self.config is None else self.config.model_dump(exclude_none=True)
 
     @field_validator("stream_mode")
     @classmethod
@@ -191,6 +286,20 @@ class RunCreate(Body):
 
 
 class RunsCancel(Body):
+    """Which runs ``POST /runs/cancel`` stops: those with a status (of one thread, with
+    ``thread_id``), or some runs of a thread. Never every run by default."""
+
     status: Literal["pending", "running", "all"] | None = None
-    thread_id: str | None = None
-    run_ids: list[str] | None = None
+    thread_id: Id | None = None
+    run_ids: list[Id] | None = None
+
+    @model_validator(mode="after")
+    def _says_which(self) -> Self:
+        if self.run_ids is not None and self.thread_id is None:
+            raise ValueError("run_ids need the thread_id of the runs to cancel")
+        if self.status is None and self.run_ids is None:
+            raise ValueError(
+                "say which runs to cancel: a status (pending, running or all), or a "
+                "thread_id and its run_ids"
+            )
+        return self

@@ -4,10 +4,13 @@ updated through the thread's graph, as LangGraph's ``aget_state``, ``aupdate_sta
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Query, Response
 from langchain_core.runnables import RunnableConfig
+from langgraph.errors import InvalidUpdateError
 from langgraph.pregel import Pregel
 
 from lg_deploy.api.deps import RegistryDep
@@ -15,9 +18,17 @@ from lg_deploy.api.platform.deps import CheckpointerDep, PlatformStoreDep
 from lg_deploy.api.platform.errors import PlatformRoute, responses
 from lg_deploy.api.platform.graphs import graph_of_thread, require_graph_of_thread
 from lg_deploy.api.platform.render import checkpoint_json, json_response, state_json
-from lg_deploy.api.platform.schemas import HistorySearch, ThreadStateAt, ThreadStateUpdate
+from lg_deploy.api.platform.schemas import (
+    CheckpointIdPath,
+    CheckpointIdQuery,
+    HistorySearch,
+    ThreadIdPath,
+    ThreadStateAt,
+    ThreadStateUpdate,
+)
 from lg_deploy.core.errors import ThreadBusy
-from lg_deploy.core.jsonable import to_jsonable
+from lg_deploy.core.jsonable import storable_text, to_jsonable
+from lg_deploy.core.platform.errors import BadRequest
 from lg_deploy.core.platform.statuses import settled_status
 from lg_deploy.core.store.platform_base import PlatformStore
 
@@ -47,6 +58,19 @@ def empty_state(thread_id: str) -> dict[str, Any]:
         "checkpoint_id": None,
         "parent_checkpoint_id": None,
     }
+
+
+@contextlib.contextmanager
+def refused_updates() -> Iterator[None]:
+    """LangGraph's refusal of a state update as the platform's 400: a node the graph
+    lacks, values that are not the state's shape (``InvalidUpdateError``), or values a
+    reducer or the state's schema cannot take (their ``TypeError`` / ``ValueError``). It
+    refuses them before writing the checkpoint."""
+    try:
+        yield
+    except (InvalidUpdateError, TypeError, ValueError) as exc:
+        message = storable_text(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        raise BadRequest(f"Invalid state update: {message[:500]}") from exc
 
 
 async def record_state(store: PlatformStore, graph: Pregel, thread_id: str) -> None:
@@ -83,7 +107,7 @@ async def _state(
 
 @router.get("/{thread_id}/state", responses=responses(404), summary="A thread's current state")
 async def get_state(
-    thread_id: str,
+    thread_id: ThreadIdPath,
     store: PlatformStoreDep,
     registry: RegistryDep,
     checkpointer: CheckpointerDep,
@@ -98,8 +122,8 @@ async def get_state(
     summary="A thread's state at a checkpoint",
 )
 async def get_state_at(
-    thread_id: str,
-    checkpoint_id: str,
+    thread_id: ThreadIdPath,
+    checkpoint_id: CheckpointIdPath,
     store: PlatformStoreDep,
     registry: RegistryDep,
     checkpointer: CheckpointerDep,
@@ -115,7 +139,7 @@ async def get_state_at(
     summary="A thread's state at a checkpoint (given in the body)",
 )
 async def post_state_at(
-    thread_id: str,
+    thread_id: ThreadIdPath,
     body: ThreadStateAt,
     store: PlatformStoreDep,
     registry: RegistryDep,
@@ -130,7 +154,7 @@ async def post_state_at(
     summary="Update a thread's state, as if a node had returned the values",
 )
 async def update_state(
-    thread_id: str,
+    thread_id: ThreadIdPath,
     body: ThreadStateUpdate,
     store: PlatformStoreDep,
     registry: RegistryDep,
@@ -143,9 +167,10 @@ async def update_state(
     checkpoint = dict(body.checkpoint or {})
     if body.checkpoint_id:
         checkpoint["checkpoint_id"] = body.checkpoint_id
-    updated = await graph.aupdate_state(
-        thread_config(thread_id, checkpoint), body.values, as_node=body.as_node
-    )
+    with refused_updates():
+        updated = await graph.aupdate_state(
+            thread_config(thread_id, checkpoint), body.values, as_node=body.as_node
+        )
     await record_state(store, graph, thread_id)
     return json_response({"checkpoint": checkpoint_json(updated)})
 
@@ -180,7 +205,7 @@ async def _history(
     "/{thread_id}/history", responses=responses(404, 422), summary="A thread's past states"
 )
 async def post_history(
-    thread_id: str,
+    thread_id: ThreadIdPath,
     body: HistorySearch,
     store: PlatformStoreDep,
     registry: RegistryDep,
@@ -191,12 +216,12 @@ async def post_history(
 
 @router.get("/{thread_id}/history", responses=responses(404, 422), summary="A thread's past states")
 async def get_history(
-    thread_id: str,
+    thread_id: ThreadIdPath,
     store: PlatformStoreDep,
     registry: RegistryDep,
     checkpointer: CheckpointerDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 10,
-    before: str | None = None,
+    before: CheckpointIdQuery | None = None,
 ) -> Response:
     search = HistorySearch(limit=limit, before=before)
     return await _history(store, registry, checkpointer, thread_id, search)

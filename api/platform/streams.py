@@ -26,7 +26,7 @@ from starlette.types import Receive, Scope, Send
 
 from lg_deploy.api.waiting import Waiters
 from lg_deploy.core.errors import BackendUnavailable, NotFound
-from lg_deploy.core.events import CONTROL, START, Event, EventLog
+from lg_deploy.core.events import CONTROL, START, Event, EventLog, parse_event_id
 from lg_deploy.core.jsonable import to_jsonable
 from lg_deploy.core.models import Execution
 from lg_deploy.core.platform.statuses import is_active
@@ -87,9 +87,13 @@ class Streams:
 
     async def start_of(self, run_id: uuid.UUID, last_event_id: str | None, *, live: bool) -> str:
         """Where a reader starts: after ``last_event_id``, else at the start of the log, or
-        at its current end for a ``live`` reader (``join_stream``)."""
-        if last_event_id:
-            return last_event_id.strip()
+        at its current end for a ``live`` reader (``join_stream``). An id that is none
+        raises ``InvalidEventId`` (422) here, before the response starts: a stream that
+        had already answered 200 could only break on its first read."""
+        if last_event_id and last_event_id.strip():
+            after = last_event_id.strip()
+            parse_event_id(after)
+            return after
         if not live:
             return START
         try:

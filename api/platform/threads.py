@@ -3,9 +3,12 @@ in ``state.py``; its runs in ``runs.py``."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 
 from fastapi import APIRouter, Response
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.pregel import Pregel
 from langgraph.types import StateUpdate
 
 from lg_deploy.api.deps import QueueDep, RegistryDep
@@ -14,10 +17,18 @@ from lg_deploy.api.platform.deps import CheckpointerDep, EventsDep, PlatformStor
 from lg_deploy.api.platform.errors import PlatformRoute, responses
 from lg_deploy.api.platform.graphs import require_graph_of_thread
 from lg_deploy.api.platform.render import json_response, page_response, thread_json
-from lg_deploy.api.platform.schemas import ThreadCount, ThreadCreate, ThreadPatch, ThreadSearch
-from lg_deploy.api.platform.state import record_state
+from lg_deploy.api.platform.schemas import (
+    ThreadCount,
+    ThreadCreate,
+    ThreadIdPath,
+    ThreadPatch,
+    ThreadSearch,
+)
+from lg_deploy.api.platform.state import record_state, refused_updates
+from lg_deploy.core.errors import NotFound
 from lg_deploy.core.models import Thread
 from lg_deploy.core.platform.checkpoints import copy_thread
+from lg_deploy.core.platform.errors import AlreadyExists
 from lg_deploy.core.store.platform_base import ThreadQuery
 
 router = APIRouter(prefix="/threads", tags=["threads"], route_class=PlatformRoute)
@@ -31,18 +42,37 @@ async def create_thread(
     checkpointer: CheckpointerDep,
 ) -> Response:
     thread_id = body.thread_id or str(uuid.uuid4())
-    thread = await store.create_thread(
-        Thread(thread_id=thread_id, meta=body.metadata), body.if_exists
-    )
-    if body.supersteps:
-        graph = await require_graph_of_thread(registry, thread, checkpointer)
-        steps = [
-            [StateUpdate(u.values, u.as_node) for u in step.updates] for step in body.supersteps
-        ]
-        await graph.abulk_update_state({"configurable": {"thread_id": thread_id}}, steps)
+    thread = Thread(thread_id=thread_id, meta=body.metadata)
+    if not body.supersteps:
+        return json_response(thread_json(await store.create_thread(thread, body.if_exists)))
+    steps = [[StateUpdate(u.values, u.as_node) for u in step.updates] for step in body.supersteps]
+    # Every superstep is applied to a scratch copy first: LangGraph refuses a bad one only
+    # when it reaches it, after writing the checkpoints of those before.
+    await _apply(await require_graph_of_thread(registry, thread, InMemorySaver()), thread_id, steps)
+    try:
+        created = await store.create_thread(thread, "raise")
+    except AlreadyExists:
+        if body.if_exists == "raise":
+            raise
+        # do_nothing: the thread that exists is answered as it is, its state untouched.
+        return json_response(thread_json(await store.get_thread(thread_id)))
+    try:
+        graph = await require_graph_of_thread(registry, created, checkpointer)
+        await _apply(graph, thread_id, steps)
         await record_state(store, graph, thread_id)
-        thread = await store.get_thread(thread_id)
-    return json_response(thread_json(thread))
+    except BaseException:
+        # Leave nothing half-made behind.
+        with contextlib.suppress(Exception):
+            await checkpointer.adelete_thread(thread_id)
+        with contextlib.suppress(Exception):
+            await store.delete_thread(thread_id)
+        raise
+    return json_response(thread_json(await store.get_thread(thread_id)))
+
+
+async def _apply(graph: Pregel, thread_id: str, steps: list[list[StateUpdate]]) -> None:
+    with refused_updates():
+        await graph.abulk_update_state({"configurable": {"thread_id": thread_id}}, steps)
 
 
 @router.post("/search", summary="Search threads")
@@ -71,12 +101,14 @@ async def count_threads(body: ThreadCount, store: PlatformStoreDep) -> Response:
 
 
 @router.get("/{thread_id}", responses=responses(404), summary="Get a thread")
-async def get_thread(thread_id: str, store: PlatformStoreDep) -> Response:
+async def get_thread(thread_id: ThreadIdPath, store: PlatformStoreDep) -> Response:
     return json_response(thread_json(await store.get_thread(thread_id)))
 
 
 @router.patch("/{thread_id}", responses=responses(404, 422), summary="Update a thread's metadata")
-async def patch_thread(thread_id: str, body: ThreadPatch, store: PlatformStoreDep) -> Response:
+async def patch_thread(
+    thread_id: ThreadIdPath, body: ThreadPatch, store: PlatformStoreDep
+) -> Response:
     return json_response(thread_json(await store.update_thread_metadata(thread_id, body.metadata)))
 
 
@@ -87,7 +119,7 @@ async def patch_thread(thread_id: str, body: ThreadPatch, store: PlatformStoreDe
     summary="Delete a thread, its runs (active ones are cancelled) and its checkpoints",
 )
 async def delete_thread(
-    thread_id: str,
+    thread_id: ThreadIdPath,
     store: PlatformStoreDep,
     queue: QueueDep,
     events: EventsDep,
@@ -99,7 +131,8 @@ async def delete_thread(
             run, "interrupt", store=store, queue=queue, events=events, checkpointer=checkpointer
         )
     await checkpointer.adelete_thread(thread_id)
-    await store.delete_thread(thread_id)
+    with contextlib.suppress(NotFound):  # a temporary thread whose queued run was cancelled
+        await store.delete_thread(thread_id)
     return Response(status_code=204)
 
 
@@ -108,7 +141,9 @@ async def delete_thread(
     responses=responses(404),
     summary="Copy a thread: its metadata, state and checkpoints (not its runs)",
 )
-async def copy(thread_id: str, store: PlatformStoreDep, checkpointer: CheckpointerDep) -> Response:
+async def copy(
+    thread_id: ThreadIdPath, store: PlatformStoreDep, checkpointer: CheckpointerDep
+) -> Response:
     source = await store.get_thread(thread_id)
     target = Thread(
         thread_id=str(uuid.uuid4()),

@@ -28,6 +28,7 @@ ATTEMPT_END = "lg_deploy/attempt_end"
 CANCELLED = "lg_deploy/cancelled"
 CONTROL = frozenset({ATTEMPT_END, CANCELLED})
 _ID = re.compile(r"(\d{1,20})(?:-(\d{1,20}))?")
+MAX_ID_PART = 2**64 - 1
 
 
 @dataclass(frozen=True)
@@ -55,11 +56,15 @@ class InvalidEventId(LgDeployError):
 
 
 def parse_event_id(value: str) -> tuple[int, int]:
-    """``"<ms>-<seq>"`` (or ``"<ms>"``) as a pair that orders like the ids."""
+    """``"<ms>-<seq>"`` (or ``"<ms>"``) as a pair that orders like the ids. Both parts are
+    64-bit unsigned, as in Redis, which refuses larger ones."""
     match = _ID.fullmatch(value.strip())
     if match is None:
         raise InvalidEventId(value)
-    return int(match.group(1)), int(match.group(2) or 0)
+    ms, seq = int(match.group(1)), int(match.group(2) or 0)
+    if ms > MAX_ID_PART or seq > MAX_ID_PART:
+        raise InvalidEventId(value)
+    return ms, seq
 
 
 def format_event_id(ms: int, seq: int) -> str:

@@ -13,8 +13,7 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
 
-# The checkpoint metadata key that names the execution which wrote it (worker/resume.py).
-EXECUTION_ID_KEY = "lg_deploy_execution_id"
+from lg_deploy.core.checkpoint import EXECUTION_ID_KEY
 
 
 def _thread(thread_id: str) -> RunnableConfig:

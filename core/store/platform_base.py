@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from lg_deploy.core.models import Assistant, AssistantVersion, Execution, Thread
@@ -97,8 +98,17 @@ class PlatformStore(Store, Protocol):
         """What a run or a state update left on the thread. With ``fenced_on`` (execution
         id, attempt), only while that attempt still runs."""
 
-    async def delete_thread(self, thread_id: str) -> None:
-        """The thread row and every finished execution on it; ``NotFound``."""
+    async def delete_thread(self, thread_id: str, *, keep_runs: bool = False) -> None:
+        """The thread row and every finished execution on it (with ``keep_runs``, the row
+        only: a temporary thread's run stays visible); ``NotFound``."""
+
+    async def ended_temporary_threads(
+        self, *, limit: int, created_after: datetime | None = None
+    ) -> list[str]:
+        """Up to ``limit`` temporary threads (of threadless runs with ``on_completion``
+        delete, ``core/platform/temporary.py``) whose run has ended, and that still exist;
+        only those created after ``created_after`` when given (an index range, where all
+        threads are a scan of the table)."""
 
     # Runs
     async def runs_of_thread(

@@ -11,6 +11,7 @@ import contextlib
 import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,7 +22,7 @@ from lg_deploy.core.errors import NotFound
 from lg_deploy.core.models import Assistant, AssistantVersion, Execution, Thread, utcnow
 from lg_deploy.core.platform.errors import AlreadyExists
 from lg_deploy.core.platform.statuses import TIMEOUT
-from lg_deploy.core.states import ACTIVE, Status
+from lg_deploy.core.states import ACTIVE, TERMINAL, Status
 from lg_deploy.core.store.platform_base import (
     AssistantQuery,
     Found,
@@ -30,6 +31,7 @@ from lg_deploy.core.store.platform_base import (
     ThreadQuery,
 )
 from lg_deploy.core.store.statements import T as E
+from lg_deploy.core.store.statements import stopping
 
 A = Assistant.__table__  # type: ignore[attr-defined]
 V = AssistantVersion.__table__  # type: ignore[attr-defined]
@@ -59,7 +61,12 @@ def _columns(instance: Any) -> dict[str, Any]:
 
 
 def _busy() -> sa.ColumnElement[bool]:
-    return sa.exists().where(E.c.thread_id == TH.c.thread_id).where(E.c.status.in_(_ACTIVE))
+    """The thread has a run queued or running, or a cancelled one still stopping."""
+    return (
+        sa.exists()
+        .where(E.c.thread_id == TH.c.thread_id)
+        .where(sa.or_(E.c.status.in_(_ACTIVE), stopping(E)))
+    )
 
 
 def _thread_status() -> sa.ColumnElement[str]:
@@ -339,14 +346,37 @@ class PlatformQueries:
         async with self._begin() as conn:
             return bool((await conn.execute(stmt)).rowcount)
 
-    async def delete_thread(self, thread_id: str) -> None:
+    async def delete_thread(self, thread_id: str, *, keep_runs: bool = False) -> None:
         async with self._begin() as conn:
             deleted = (await conn.execute(TH.delete().where(TH.c.thread_id == thread_id))).rowcount
-            await conn.execute(
-                E.delete().where(E.c.thread_id == thread_id).where(E.c.status.notin_(_ACTIVE))
-            )
+            if not keep_runs:
+                await conn.execute(
+                    E.delete().where(E.c.thread_id == thread_id).where(E.c.status.notin_(_ACTIVE))
+                )
         if not deleted:
             raise NotFound("thread", thread_id)
+
+    async def ended_temporary_threads(
+        self, *, limit: int, created_after: datetime | None = None
+    ) -> list[str]:
+        temporary_run_ended = (
+            sa.exists()
+            .where(E.c.thread_id == TH.c.thread_id)
+            .where(E.c.status.in_([s.value for s in TERMINAL]))
+            .where(E.c.platform[("kwargs", "temporary")].as_boolean().is_(True))
+            .where(E.c.platform["on_completion"].as_string() == "delete")
+        )
+        query = (
+            sa.select(TH.c.thread_id)
+            .where(temporary_run_ended)
+            .where(~_busy())
+            .order_by(TH.c.created_at)
+            .limit(limit)
+        )
+        if created_after is not None:
+            query = query.where(TH.c.created_at > created_after)
+        async with self._begin() as conn:
+            return [row[0] for row in (await conn.execute(query)).all()]
 
     # Runs
 

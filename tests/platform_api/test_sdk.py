@@ -317,10 +317,12 @@ async def test_cancel_rollback_deletes_the_run_and_its_checkpoints(
     client: Any, tmp_path: Path
 ) -> None:
     """Cancelling with action rollback deletes the run and the checkpoints it wrote: the
-    thread's state is what it was before the run."""
+    thread's state, its history and its record (values, status) are what they were
+    before the run."""
     thread = await client.threads.create()
     tid = thread["thread_id"]
     before = await client.runs.wait(tid, "slow", input={"steps": 1, "sleep_s": 0})
+    history = await client.threads.get_history(tid, limit=100)
     marker = tmp_path / "steps.txt"
     run = await client.runs.create(
         tid, "slow", input={"steps": 50, "sleep_s": 0.1, "marker_file": str(marker)}
@@ -330,6 +332,13 @@ async def test_cancel_rollback_deletes_the_run_and_its_checkpoints(
     with pytest.raises(NotFoundError):
         await client.runs.get(tid, run["run_id"])
     assert (await client.threads.get_state(tid))["values"] == before
+    after = await client.threads.get_history(tid, limit=100)
+    assert [h["checkpoint"]["checkpoint_id"] for h in after] == [
+        h["checkpoint"]["checkpoint_id"] for h in history
+    ]
+    record = await client.threads.get(tid)
+    assert record["status"] == "idle" and record["values"] == before
+    assert run["run_id"] not in [r["run_id"] for r in await client.runs.list(tid)]
 
 
 async def test_multitask_reject_answers_409(client: Any) -> None:
@@ -359,7 +368,8 @@ async def test_multitask_interrupt_and_rollback_stop_the_running_run(
     client: Any, strategy: str, tmp_path: Path
 ) -> None:
     """With multitask_strategy interrupt (rollback), the running run is stopped (and
-    deleted) and the new one runs."""
+    deleted with its checkpoints) and the new one runs: on the steps the first finished,
+    or, rolled back, on the thread as it was before the first run."""
     thread = await client.threads.create()
     tid = thread["thread_id"]
     marker = tmp_path / "steps.txt"
@@ -370,13 +380,17 @@ async def test_multitask_interrupt_and_rollback_stop_the_running_run(
     second = await client.runs.create(
         tid, "slow", input={"steps": 1, "sleep_s": 0}, multitask_strategy=strategy
     )
-    await client.runs.join(tid, second["run_id"])
+    result = await client.runs.join(tid, second["run_id"])
     assert (await client.runs.get(tid, second["run_id"]))["status"] == "success"
     if strategy == "interrupt":
         assert (await client.runs.get(tid, first["run_id"]))["status"] == "interrupted"
+        kept = result["completed"]  # the first run's finished steps; the second adds none
+        assert kept == list(range(1, len(kept) + 1)) and result["done"] == len(kept) >= 1
     else:
         with pytest.raises(NotFoundError):
             await client.runs.get(tid, first["run_id"])
+        assert result["completed"] == [1]
+        assert (await client.threads.get_state(tid))["values"]["completed"] == [1]
 
 
 async def test_after_seconds_delays_the_start(client: Any, server_url: str) -> None:
@@ -475,8 +489,8 @@ async def test_a_thread_created_with_supersteps_starts_from_them(client: Any) ->
 
 
 async def test_batches_and_bulk_cancel(client: Any) -> None:
-    """runs.create_batch makes threadless runs; runs.cancel_many cancels a thread's
-    given runs, and pending ones by status."""
+    """runs.create_batch makes threadless runs; runs.cancel_many cancels the pending runs
+    by status (the running one goes on), then a thread's given runs."""
     made = await client.runs.create_batch(
         [{"assistant_id": "steps", "input": {"text": t}, "on_completion": "keep"} for t in "ab"]
     )
@@ -486,8 +500,10 @@ async def test_batches_and_bulk_cancel(client: Any) -> None:
     tid = thread["thread_id"]
     running = await client.runs.create(tid, "slow", input={"steps": 50, "sleep_s": 0.1})
     queued = await client.runs.create(tid, "slow", input={"steps": 1, "sleep_s": 0})
-    await client.runs.cancel_many(thread_id=tid, run_ids=[queued["run_id"]])
+    await wait_for_status(client, tid, running["run_id"], "running")
+    await client.runs.cancel_many(thread_id=tid, status="pending")
     assert (await client.runs.get(tid, queued["run_id"]))["status"] == "interrupted"
+    assert (await client.runs.get(tid, running["run_id"]))["status"] == "running"
     await client.runs.cancel_many(thread_id=tid, run_ids=[running["run_id"]], action="interrupt")
     assert (await client.runs.get(tid, running["run_id"]))["status"] == "interrupted"
 
