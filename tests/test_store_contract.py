@@ -249,6 +249,25 @@ async def test_a_cancelled_running_execution_holds_its_thread_until_let_go(store
     await store.delete(running.execution_id)
 
 
+async def test_letting_go_of_a_rolled_back_run_deletes_it_in_the_same_statement(
+    store: Store,
+) -> None:
+    """A rolled-back run is deleted as its worker lets go: nobody sees it let go but still
+    there (a wait on it would return while it exists), and the next one is named."""
+    running, following = new(thread_id="t-roll"), new(thread_id="t-roll")
+    await store.create(running)
+    claimed = await store.claim(running.execution_id, "w", 30)
+    assert claimed is not None
+    await store.create(following)
+    await store.cancel(running.execution_id)
+    recorded = await store.let_go(running.execution_id, claimed.attempt, delete=True)
+    assert recorded is not None and recorded.next_on_thread is not None
+    assert recorded.next_on_thread.execution_id == following.execution_id
+    with pytest.raises(NotFound):
+        await store.get(running.execution_id)
+    assert await store.claim(following.execution_id, "w2", 30) is not None
+
+
 async def test_a_cancelled_execution_whose_lease_ended_is_found_to_let_go_of(
     store: Store,
 ) -> None:

@@ -27,11 +27,7 @@ from lg_deploy.core.events import EventLog
 from lg_deploy.core.graphs import GraphRegistry
 from lg_deploy.core.jsonable import storable_text, to_jsonable
 from lg_deploy.core.models import Execution, utcnow
-from lg_deploy.core.platform.rollback import (
-    asked_for_rollback,
-    delete_run,
-    delete_written_checkpoints,
-)
+from lg_deploy.core.platform.rollback import asked_for_rollback, delete_written_checkpoints
 from lg_deploy.core.platform.runs import RunOptions
 from lg_deploy.core.platform.temporary import delete_temporary_thread, deletes_its_thread
 from lg_deploy.core.queue import Queue
@@ -290,13 +286,13 @@ class Runner:
         rolled_back: int | None = None
         if RunOptions.of(execution) is not None:
             rolled_back = await self._roll_back_if_asked(execution)
-        recorded = await self.store.let_go(eid, execution.attempt)
+        recorded = await self.store.let_go(eid, execution.attempt, delete=rolled_back is not None)
         if recorded is None:
             return
-        log.info("execution %s cancelled: its graph has stopped; thread let go", eid)
         if rolled_back is not None:
-            store = cast(PlatformStore, self.store)
-            await delete_run(execution, store=store, checkpoints=rolled_back)
+            log.info("run %s rolled back: %d checkpoints deleted", eid, rolled_back)
+        else:
+            log.info("execution %s cancelled: its graph has stopped; thread let go", eid)
         await self._delete_temporary_thread(execution)
         with contextlib.suppress(BackendUnavailable):  # only wakes long polls sooner
             await self.queue.publish("settled", eid)

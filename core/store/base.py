@@ -126,10 +126,13 @@ class Store(Protocol):
         its lease: it is *stopping* until its worker lets go of it (``let_go``), and no
         other execution of its thread is claimed meanwhile."""
 
-    async def let_go(self, execution_id: uuid.UUID, attempt: int) -> Recorded | None:
-        """The worker of ``attempt`` has stopped its cancelled graph: clear the lease so
-        the thread runs its next execution, returned in the same round trip. None when
-        the attempt held no cancelled execution (it finished, or was taken over)."""
+    async def let_go(
+        self, execution_id: uuid.UUID, attempt: int, *, delete: bool = False
+    ) -> Recorded | None:
+        """The worker of ``attempt`` has stopped its cancelled graph: clear the lease (or,
+        with ``delete``, delete the row: a rolled-back run) so the thread runs its next
+        execution, returned in the same round trip. None when the attempt held no
+        cancelled execution (it finished, or was taken over)."""
 
     async def stopping_expired(
         self, now: datetime | None = None, *, limit: int = 1000

@@ -366,13 +366,18 @@ class SQLStore(PlatformQueries):
             raise await self._explain_refusal(execution_id, Status.CANCELLED)
         return row
 
-    async def let_go(self, execution_id: uuid.UUID, attempt: int) -> Recorded | None:
+    async def let_go(
+        self, execution_id: uuid.UUID, attempt: int, *, delete: bool = False
+    ) -> Recorded | None:
+        stmt: sa.Update | sa.Delete
+        if delete:
+            stmt = T.delete()
+        else:
+            stmt = T.update().values(lease_owner=None, lease_expires_at=None)
         stmt = (
-            T.update()
-            .where(C.execution_id == execution_id)
+            stmt.where(C.execution_id == execution_id)
             .where(C.attempt == attempt)
             .where(stopping())
-            .values(lease_owner=None, lease_expires_at=None)
             .returning(C.execution_id, *next_on_thread())
         )
         row = (await self._run(stmt)).first()
