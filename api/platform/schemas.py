@@ -208,10 +208,20 @@ class HistorySearch(Body):
     checkpoint: Checkpoint | None = None
 
 
+class SendIn(Body):
+    """A ``goto`` that sends input to a node (LangGraph's ``Send``)."""
+
+    node: str = Field(min_length=1, max_length=200)
+    input: Any = None
+
+
+GotoTarget = Annotated[str, Field(min_length=1, max_length=200)] | SendIn
+
+
 class CommandIn(Body):
     update: Any = None
     resume: Any = None
-    goto: Any = None
+    goto: GotoTarget | list[GotoTarget] | None = None
 
 
 class RunConfigIn(Body):

@@ -187,6 +187,25 @@ async def test_an_ill_formed_run_config_is_422_and_leaves_no_thread(
     refused(await http.get(f"/threads/{missing}"), 404)
 
 
+@pytest.mark.parametrize(
+    "goto",
+    [{"input": {}}, {"node": ""}, 7, [{"node": "upper"}, {"no": "node"}], ""],
+    ids=["send-without-node", "empty-node", "number", "list-with-a-bad-send", "empty"],
+)
+async def test_an_ill_formed_goto_is_422_and_leaves_no_thread(
+    http: httpx.AsyncClient, goto: Any
+) -> None:
+    """A ``command.goto`` that names no node is a 422 before anything is written, not a
+    run that fails on its worker."""
+    missing = str(uuid.uuid4())
+    response = await http.post(
+        f"/threads/{missing}/runs",
+        json={"assistant_id": "steps", "command": {"goto": goto}, "if_not_exists": "create"},
+    )
+    refused(response, 422)
+    refused(await http.get(f"/threads/{missing}"), 404)
+
+
 NUL = "nul\u0000here"
 LONG = "x" * 201  # the id columns are 200 characters (core/models.py)
 
