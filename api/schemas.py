@@ -18,6 +18,8 @@ from lg_deploy.core.models import Execution
 from lg_deploy.core.states import Status
 
 MAX_TIMEOUT_S = 7 * 24 * 3600
+# Ten years: past that, ask for the server's "for ever" (no retention) instead.
+MAX_RETENTION_S = 10 * 366 * 24 * 3600
 RESERVED_CONFIGURABLE = frozenset(
     {"thread_id", "checkpoint_id", "checkpoint_ns", "checkpoint_map", "checkpoint_during"}
 )
@@ -107,6 +109,24 @@ class ExecuteRequest(BaseModel):
         default=None,
         description="LangGraph's durability for this execution (default: its graph's, or the "
         "server's): sync, async or exit (docs/architecture.md, Durability).",
+    )
+    retention_s: float | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_RETENTION_S,
+        strict=True,
+        allow_inf_nan=False,
+        description="Seconds this execution is kept once COMPLETED, FAILED or CANCELLED "
+        "(default: its graph's, or the server's); its idempotency key goes with it.",
+    )
+    interrupted_retention_s: float | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_RETENTION_S,
+        strict=True,
+        allow_inf_nan=False,
+        description="Seconds this execution is kept while INTERRUPTED, waiting for a "
+        "person (default: its graph's, or the server's).",
     )
     multitask_strategy: Literal["enqueue", "reject"] = Field(
         default="enqueue",
