@@ -1,11 +1,12 @@
 """The worker service: takes ids from the queue, runs them, and keeps the store honest.
 
-Besides serving the queue it runs two background loops: one stops graphs that were
-cancelled elsewhere (a queue nudge, the store flag being the truth), and the reconciler,
-which re-enqueues RUNNING executions whose lease expired and QUEUED ones that are not
-moving. Several reconcilers may run at once: every move they make is a conditional
-UPDATE, and enqueueing an id that already waits is a no-op. Two threads watch over it:
-the lease keeper (``worker/leases.py``) and the loop watch (``worker/loop_watch.py``).
+Besides serving the queue it runs background loops: one stops graphs that were cancelled
+elsewhere (a queue nudge, the store flag being the truth), the reconciler, which
+re-enqueues RUNNING executions whose lease expired and QUEUED ones that are not moving, and
+the pruner (``worker/pruning.py``), which deletes what outlived its retention. Several
+reconcilers may run at once: every move they make is a conditional UPDATE, and
+enqueueing an id that already waits is a no-op. Two threads watch over it: the lease
+keeper (``worker/leases.py``) and the loop watch (``worker/loop_watch.py``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from lg_deploy.core.store import Store, Waiting
 from lg_deploy.worker import metrics
 from lg_deploy.worker.leases import LeaseKeeper
 from lg_deploy.worker.loop_watch import Culprit, LoopWatch
+from lg_deploy.worker.pruning import PruneSchedule, prune_forever
 from lg_deploy.worker.resume import EXECUTION_ID_KEY
 from lg_deploy.worker.retries import RetryPolicy
 from lg_deploy.worker.runner import Durability, Limits, Runner, StopReason
@@ -73,8 +75,10 @@ class WorkerService:
         durability: Durability = "sync",
         name: str | None = None,
         events: EventLog | None = None,
+        prune: PruneSchedule | None = None,
     ) -> None:
         self.store = store
+        self.prune = prune
         self.queue = queue
         self.concurrency = concurrency
         self.reconcile_interval_s = reconcile_interval_s
@@ -132,6 +136,8 @@ class WorkerService:
             asyncio.create_task(self._reconcile_forever()),
             asyncio.create_task(self._follow_cancellations(ready)),
         ]
+        if self.prune is not None and self.prune.interval_s > 0:
+            self._tasks.append(asyncio.create_task(prune_forever(self.store, self.prune)))
         await ready.wait()
         log.info("worker %s serving, concurrency %d", self.name, self.concurrency)
 
