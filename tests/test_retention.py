@@ -4,25 +4,38 @@ completes. Time is driven by passing ``now`` to the pass."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import os
+import subprocess
+import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
-from lg_deploy.core.errors import GraphConfigError
+from lg_deploy.core.checkpoint import open_checkpointer
+from lg_deploy.core.errors import BackendUnavailable, GraphConfigError
 from lg_deploy.core.graphs import GraphRegistry, load_registry
-from lg_deploy.core.models import Thread, utcnow
+from lg_deploy.core.ids import new_execution_id
+from lg_deploy.core.models import Execution, Thread, utcnow
 from lg_deploy.core.retention import Retention
 from lg_deploy.core.settings import Settings
 from lg_deploy.core.states import Status
 from lg_deploy.core.store import Store, open_store
+from lg_deploy.core.store.migrate import migrate
+from lg_deploy.core.store.pruning import PRUNE_LOCK_KEY
 from lg_deploy.core.store.sql import SQLStore
 from lg_deploy.core.store.statements import C, T
+from lg_deploy.worker import metrics
 from lg_deploy.worker.leases import LeaseKeeper
-from tests.conftest import EXAMPLES, add, runner_for, wait
+from lg_deploy.worker.pruning import PruneSchedule, prune_forever
+from tests.conftest import EXAMPLES, add, eventually, runner_for, wait
+from tests.harness import LG_DEPLOY
 
 DUE = 60.0  # seconds: passed at the pass's "now", an hour on
 KEPT = 24 * 3600.0  # seconds: not passed then
@@ -300,3 +313,164 @@ def test_a_bad_graph_retention_setting_is_refused() -> None:
     """Guards the setting's syntax: a wrong LG_DEPLOY_GRAPH_RETENTION stops start-up."""
     with pytest.raises(ValueError, match="not a number"):
         Settings(_env_file=None, graph_retention="steps=soon")  # type: ignore[call-arg]
+
+
+@pytest.mark.postgres
+async def test_a_submission_holds_its_threads_lock_until_it_commits(pg_url: str) -> None:
+    """Guards the ordering with the pruner: the INSERT of an execution holds a shared lock
+    on its thread until its transaction ends, so the pruner's exclusive try fails."""
+    store = open_store(pg_url)
+    assert isinstance(store, SQLStore)
+    try_lock = sa.text("SELECT pg_try_advisory_xact_lock(hashtext('held'))")
+    execution = Execution(execution_id=new_execution_id(), graph_id="steps", thread_id="held")
+    try:
+        async with store.engine.connect() as submitting, store.engine.connect() as pruning:
+            transaction = await submitting.begin()
+            await store._insert(submitting, execution)
+            assert (await pruning.execute(try_lock)).scalar() is False
+            await pruning.rollback()
+            await transaction.commit()
+            assert (await pruning.execute(try_lock)).scalar() is True
+            await pruning.rollback()
+    finally:
+        await store.close()
+
+
+@pytest.mark.postgres
+async def test_a_prune_racing_a_submission_on_the_thread_keeps_its_checkpoints(
+    pg_url: str, registry: GraphRegistry, keeper: LeaseKeeper
+) -> None:
+    """Guards the race found before: the pass deletes the thread's last execution while a
+    new one on the thread is being inserted; it must skip the thread's checkpoints, and
+    the new execution continues the thread's state."""
+    store = open_store(pg_url)
+    assert isinstance(store, SQLStore)
+    try:
+        async with open_checkpointer(pg_url) as checkpointer:
+            runner = runner_for(store, registry, checkpointer, keeper)
+            old = await add(store, "steps", {"text": "a"}, "raced", retention_s=DUE)
+            await runner.run(old.execution_id)
+            kept = await checkpoints_of(checkpointer, "raced")
+            new = Execution(
+                execution_id=new_execution_id(),
+                graph_id="steps",
+                thread_id="raced",
+                input={"text": "b"},
+            )
+            async with store.engine.connect() as submitting:
+                transaction = await submitting.begin()
+                await store._insert(submitting, new)
+                report = await store.prune(now=later())
+                await transaction.commit()
+            assert (report.executions, report.threads, report.skipped_threads) == (1, 0, 1)
+            assert await checkpoints_of(checkpointer, "raced") == kept
+            await runner.run(new.execution_id)
+            record = await store.get(new.execution_id)
+            assert record.status is Status.COMPLETED
+            assert len(record.output["steps"]) == 4  # it went on from the thread's state
+    finally:
+        await store.close()
+
+
+@pytest.mark.postgres
+async def test_one_prune_pass_runs_at_a_time(pg_url: str) -> None:
+    """Guards the election: while another session holds the pruner's lock (another
+    worker's pass), a pass deletes nothing and says it did not run."""
+    store = open_store(pg_url)
+    assert isinstance(store, SQLStore)
+    try:
+        due_one = await add(store, "steps", None, retention_s=0)
+        await store.cancel(due_one.execution_id)
+        async with store.engine.connect() as other:
+            await other.execute(sa.select(sa.func.pg_advisory_lock(PRUNE_LOCK_KEY)))
+            blocked = await store.prune(now=later())
+            await other.execute(sa.select(sa.func.pg_advisory_unlock(PRUNE_LOCK_KEY)))
+            await other.commit()
+        assert (blocked.ran, blocked.executions) == (False, 0)
+        assert (await store.prune(now=later())).executions == 1
+    finally:
+        await store.close()
+
+
+class FailsOnce:
+    """A store whose first prune pass fails as a database outage would."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.calls = 0
+
+    async def prune(self, **kwargs: Any) -> Any:
+        self.calls += 1
+        if self.calls == 1:
+            raise BackendUnavailable("database", "dropped")
+        return await self.store.prune(**kwargs)
+
+    async def retention_overdue_s(self) -> float:
+        return await self.store.retention_overdue_s()
+
+
+async def test_a_failed_background_pass_is_counted_and_the_next_one_runs(
+    sqlite_url: str,
+) -> None:
+    """Guards the worker: a pass that fails is counted and logged, never ends the loop;
+    the next pass deletes what is due and is recorded as the last success."""
+    await migrate(sqlite_url)
+    store = open_store(sqlite_url)
+    failing = FailsOnce(store)
+    due_one = await add(store, "steps", None, retention_s=0)
+    await store.cancel(due_one.execution_id)
+    failures = metrics.PRUNE_FAILURES._value.get()
+    pruned = metrics.PRUNED_EXECUTIONS._value.get()
+    loop = asyncio.create_task(
+        prune_forever(failing, PruneSchedule(interval_s=0.02))  # type: ignore[arg-type]
+    )
+    try:
+        await eventually(lambda: metrics.PRUNED_EXECUTIONS._value.get() == pruned + 1)
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+        await store.close()
+    assert metrics.PRUNE_FAILURES._value.get() == failures + 1
+    assert metrics.LAST_PRUNE._value.get() > 0
+    assert metrics.RETENTION_OVERDUE._value.get() == 0
+
+
+def test_lg_deploy_prune_dry_run_counts_and_deletes_nothing(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """Guards the command: --dry-run reports what a pass would delete and deletes nothing;
+    without it the same counts are deleted."""
+
+    async def seed() -> str:
+        await migrate(sqlite_url)
+        store = open_store(sqlite_url)
+        try:
+            execution = await add(store, "steps", None, retention_s=0)
+            await store.cancel(execution.execution_id)
+            return str(execution.execution_id)
+        finally:
+            await store.close()
+
+    async def exists(execution_id: str) -> bool:
+        store = open_store(sqlite_url)
+        try:
+            return bool(await store.with_status([uuid.UUID(execution_id)], Status))
+        finally:
+            await store.close()
+
+    execution_id = asyncio.run(seed())
+    env = {**os.environ, "LG_DEPLOY_DATABASE_URL": sqlite_url, "LG_DEPLOY_CONFIG": "unused"}
+    command = [str(LG_DEPLOY), "prune"]
+    dry = subprocess.run(
+        [*command, "--dry-run"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60
+    )
+    assert dry.returncode == 0, dry.stderr
+    assert "would delete: 1 executions, 1 threads' checkpoints, 0 checkpoints" in dry.stdout
+    assert asyncio.run(exists(execution_id))
+    real = subprocess.run(
+        command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60
+    )
+    assert real.returncode == 0, real.stderr
+    assert "deleted: 1 executions" in real.stdout
+    assert not asyncio.run(exists(execution_id))

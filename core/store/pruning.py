@@ -388,7 +388,9 @@ class Pruner:
     async def overdue_s(self, now: datetime | None = None) -> float:
         """How long the oldest execution the pass may delete has waited past its
         ``delete_after`` (0 when none is due): whether pruning keeps up."""
-        at: Any = sa.literal(now, UTCDateTime()) if now is not None else db_now(self.dialect)
+        at: Any = db_now(self.dialect) if now is None else now
+        if not isinstance(at, sa.ColumnElement):
+            at = sa.literal(at, UTCDateTime())
         oldest = sa.select(C.delete_after).where(due(T, at)).order_by(C.delete_after).limit(1)
         async with self.engine.connect() as conn:
             row = (await conn.execute(sa.select(oldest.scalar_subquery(), at))).first()
