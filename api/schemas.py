@@ -205,6 +205,11 @@ class ExecutionSummary(BaseModel):
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    delete_after: datetime | None = Field(
+        default=None,
+        description="When it may be pruned, with its idempotency key (set once it finished "
+        "or paused, from its retention; null: kept).",
+    )
     request_id: str | None = Field(
         default=None, description="The X-Request-ID of the submission that created it."
     )
@@ -252,6 +257,7 @@ class ExecutionOut(ExecutionSummary):
             updated_at=execution.updated_at,
             started_at=execution.started_at,
             finished_at=execution.finished_at,
+            delete_after=execution.delete_after,
             request_id=execution.request_id,
         )
 

@@ -232,7 +232,8 @@ async def test_an_idempotency_key_is_free_again_once_its_execution_is_pruned(
     headers = {"Idempotency-Key": "order-42"}
     first = await client.post("/execute", json=body, headers=headers)
     assert first.status_code == 202, first.text
-    await wait(client, first.json()["execution_id"])
+    done = await wait(client, first.json()["execution_id"])
+    assert done["delete_after"] is not None  # shown, so a client knows when its key expires
     replay = await client.post("/execute", json=body, headers=headers)
     assert replay.headers.get("Idempotent-Replayed") == "true"
     assert replay.json()["execution_id"] == first.json()["execution_id"]
