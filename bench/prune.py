@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -375,6 +376,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         vacuumed = await measure(url, "after vacuum full")
     finally:
         drop()
+        shutil.rmtree(folder, ignore_errors=True)
     return {
         "backend": args.backend,
         "started": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -28,6 +28,7 @@ pass makes this one return at once), on SQLite under a lock of the process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -152,11 +153,15 @@ class Pruner:
                     await self._trim_live_threads(conn, keep_checkpoints, report)
                 return report
             finally:
-                if conn.in_transaction():
-                    await conn.rollback()
-                if self.postgres:
-                    await conn.execute(sa.select(sa.func.pg_advisory_unlock(PRUNE_LOCK_KEY)))
-                    await conn.commit()
+                # After a lost connection the server has let go of the lock already, and
+                # the error that ended the pass is the one to raise.
+                with contextlib.suppress(sa.exc.DBAPIError, OSError):
+                    if conn.in_transaction():
+                        await conn.rollback()
+                    if self.postgres:
+                        unlock = sa.select(sa.func.pg_advisory_unlock(PRUNE_LOCK_KEY))
+                        await conn.execute(unlock)
+                        await conn.commit()
 
     async def _take_turn(self, conn: AsyncConnection) -> bool:
         taken = (
