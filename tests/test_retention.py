@@ -22,13 +22,13 @@ from lg_deploy.core.checkpoint import open_checkpointer
 from lg_deploy.core.errors import BackendUnavailable, GraphConfigError
 from lg_deploy.core.graphs import GraphRegistry, load_registry
 from lg_deploy.core.ids import new_execution_id
-from lg_deploy.core.models import Execution, Thread, utcnow
+from lg_deploy.core.models import Execution, Thread, UTCDateTime, utcnow
 from lg_deploy.core.retention import Retention
 from lg_deploy.core.settings import Settings
 from lg_deploy.core.states import Status
 from lg_deploy.core.store import Store, open_store
 from lg_deploy.core.store.migrate import migrate
-from lg_deploy.core.store.pruning import PRUNE_LOCK_KEY
+from lg_deploy.core.store.pruning import PRUNE_LOCK_KEY, due, oldest_due
 from lg_deploy.core.store.sql import SQLStore
 from lg_deploy.core.store.statements import C, T
 from lg_deploy.worker import metrics
@@ -475,3 +475,33 @@ def test_lg_deploy_prune_dry_run_counts_and_deletes_nothing(
     assert real.returncode == 0, real.stderr
     assert "deleted: 1 executions" in real.stdout
     assert not asyncio.run(exists(execution_id))
+
+
+async def test_on_sqlite_a_batch_reads_the_partial_indexes_not_the_table(sqlite_url: str) -> None:
+    """Guards the pass's cost on SQLite, which has no statistics to plan by: the batch
+    finds its rows through the delete_after index and checks each thread in the partial
+    indexes of its live work, never through the status index or a scan (a quadratic
+    pass on a large table)."""
+    await migrate(sqlite_url)
+    store = open_store(sqlite_url)
+    assert isinstance(store, SQLStore)
+    picked = oldest_due(sa.literal(utcnow(), UTCDateTime()), 500).subquery("picked")
+    batch = (
+        T.delete()
+        .where(C.execution_id.in_(sa.select(picked.c.execution_id)))
+        .where(due(T, sa.literal(utcnow(), UTCDateTime())))
+    )
+    try:
+        async with store.engine.connect() as conn:
+            compiled = batch.compile(conn.engine, compile_kwargs={"render_postcompile": True})
+            params = tuple(compiled.params[name] for name in compiled.positiontup or ())
+            plan = [
+                row[-1]
+                for row in await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}", params)
+            ]
+    finally:
+        await store.close()
+    assert "SEARCH pick USING INDEX ix_executions_delete_after" in " ".join(plan), plan
+    for index in ("queued_thread", "running_thread", "stopping_thread"):
+        assert any(f"_{index} (thread_id=?)" in step for step in plan), (index, plan)
+    assert not any("SCAN executions" in step or "status_queued_at" in step for step in plan)
