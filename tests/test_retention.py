@@ -28,12 +28,12 @@ from lg_deploy.core.settings import Settings
 from lg_deploy.core.states import Status
 from lg_deploy.core.store import Store, open_store
 from lg_deploy.core.store.migrate import migrate
-from lg_deploy.core.store.pruning import PRUNE_LOCK_KEY, due, oldest_due
+from lg_deploy.core.store.pruning import PRUNE_LOCK_KEY, PruneReport, due, oldest_due
 from lg_deploy.core.store.sql import SQLStore
 from lg_deploy.core.store.statements import C, T
 from lg_deploy.worker import metrics
 from lg_deploy.worker.leases import LeaseKeeper
-from lg_deploy.worker.pruning import PruneSchedule, prune_forever
+from lg_deploy.worker.pruning import PruneSchedule, prune_forever, prune_once
 from tests.conftest import EXAMPLES, add, eventually, runner_for, wait
 from tests.harness import LG_DEPLOY
 
@@ -505,3 +505,20 @@ async def test_on_sqlite_a_batch_reads_the_partial_indexes_not_the_table(sqlite_
     for index in ("queued_thread", "running_thread", "stopping_thread"):
         assert any(f"_{index} (thread_id=?)" in step for step in plan), (index, plan)
     assert not any("SCAN executions" in step or "status_queued_at" in step for step in plan)
+
+
+class AnotherWorkerPrunes:
+    """A store whose pass lock another worker holds."""
+
+    async def prune(self, **kwargs: Any) -> PruneReport:
+        return PruneReport(ran=False)
+
+
+async def test_a_worker_whose_turn_it_is_not_reports_no_stale_backlog() -> None:
+    """Guards LgDeployPruningBehind against a stale gauge: a worker that did not run the
+    pass resets the overdue age it saw earlier, so the max over workers is the current
+    pass's."""
+    metrics.RETENTION_OVERDUE.set(7200)
+    report = await prune_once(AnotherWorkerPrunes(), PruneSchedule())  # type: ignore[arg-type]
+    assert report.ran is False
+    assert metrics.RETENTION_OVERDUE._value.get() == 0

@@ -119,7 +119,8 @@ LAST_PRUNE = Gauge(
 RETENTION_OVERDUE = Gauge(
     "lg_deploy_retention_overdue_seconds",
     "How long the oldest execution a prune pass may delete has waited past its "
-    "delete_after, as this worker last saw it after a pass: pruning falls behind as it grows.",
+    "delete_after, as this worker saw it after its last pass (0 while another worker's "
+    "passes run): pruning falls behind as it grows.",
 )
 
 

@@ -49,6 +49,10 @@ async def prune_once(store: Store, schedule: PruneSchedule) -> PruneReport:
                 report.threads,
                 report.skipped_threads,
             )
+    else:
+        # Another worker's pass ran and reports the backlog: a value this worker saw
+        # earlier would only be stale (the alert reads the max over workers).
+        metrics.RETENTION_OVERDUE.set(0)
     return report
 
 
