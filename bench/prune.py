@@ -271,6 +271,11 @@ async def prune(url: str, args: argparse.Namespace) -> dict[str, Any]:
     store = open_store(url, pool_size=1)
     try:
         started = time.perf_counter()
+        preview = await store.prune(
+            batch_size=args.batch_size, keep_checkpoints=args.keep_checkpoints, dry_run=True
+        )
+        dry_s = time.perf_counter() - started
+        started = time.perf_counter()
         report = await store.prune(
             batch_size=args.batch_size, keep_checkpoints=args.keep_checkpoints
         )
@@ -284,6 +289,8 @@ async def prune(url: str, args: argparse.Namespace) -> dict[str, Any]:
         "threads": report.threads,
         "checkpoints": report.checkpoints,
         "seconds_per_10k_executions": round(per_10k, 3) if per_10k else None,
+        "dry_run_seconds": round(dry_s, 2),
+        "dry_run_counts": [preview.executions, preview.threads, preview.checkpoints],
         "batch_size": args.batch_size,
         "keep_checkpoints": args.keep_checkpoints,
     }
@@ -353,6 +360,8 @@ def _table(result: dict[str, Any]) -> str:
         f"{pass_['checkpoints']:,} checkpoints ({pass_['threads']:,} threads emptied): "
         f"{pass_['seconds_per_10k_executions']} s per 10,000 executions, batches of "
         f"{pass_['batch_size']}, newest {pass_['keep_checkpoints']} checkpoints kept",
+        f"dry run before it: {pass_['dry_run_seconds']} s, counted "
+        + ", ".join(f"{n:,}" for n in pass_["dry_run_counts"]),
     ]
     return "\n".join(lines)
 

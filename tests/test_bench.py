@@ -145,3 +145,10 @@ def test_the_retention_benchmark_reports_before_and_after(
     for measure in result["measures"]:
         assert measure["long_thread_latest_p50_ms"] > 0
     assert result["prune"]["seconds_per_10k_executions"] > 0
+    pruned = result["prune"]
+    # The dry run before the pass counted exactly what the pass then deleted.
+    assert pruned["dry_run_counts"] == [
+        pruned["executions"],
+        pruned["threads"],
+        pruned["checkpoints"],
+    ]
