@@ -167,13 +167,20 @@ def cmd_migrate(settings: Settings) -> int:
     return 0
 
 
+PRUNE_TIMEOUT_S = 600.0
+
+
 def cmd_prune(settings: Settings, *, dry_run: bool = False) -> int:
     """One prune pass by hand (the workers run one every ``prune_interval_s``), with the
     counts it deleted, or with ``dry_run`` would delete, on standard output."""
     from lg_deploy.core.store import open_store
 
     async def prune() -> int:
-        store = open_store(settings.resolved_database_url(), pool_size=1)
+        # A dry run counts the whole backlog in one statement, and a pass after a long
+        # pause deletes more than usual: allow more than a request's ten seconds.
+        store = open_store(
+            settings.resolved_database_url(), pool_size=1, statement_timeout_s=PRUNE_TIMEOUT_S
+        )
         try:
             report = await store.prune(
                 batch_size=settings.prune_batch_size,
