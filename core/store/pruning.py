@@ -387,16 +387,19 @@ class Pruner:
         pick = IndexedAlias.of("pick", "ix_executions_delete_after")
         candidates = sa.select(pick.c.execution_id, pick.c.thread_id).where(due(pick, now))
         candidates_cte = candidates.cte("candidates")
-        survivor = T.alias("survivor")
+        # A thread is emptied when every execution it has is a candidate: counted, not
+        # matched row by row (a NOT IN over the candidates went quadratic on SQLite).
+        on_thread = T.alias("on_thread")
+        all_of_thread = (
+            sa.select(sa.func.count())
+            .where(on_thread.c.thread_id == candidates_cte.c.thread_id)
+            .scalar_subquery()
+        )
         emptied = (
             sa.select(candidates_cte.c.thread_id)
-            .distinct()
-            .where(
-                ~sa.exists()
-                .where(survivor.c.thread_id == candidates_cte.c.thread_id)
-                .where(survivor.c.execution_id.not_in(sa.select(candidates_cte.c.execution_id)))
-            )
             .where(_not_platform(candidates_cte.c.thread_id))
+            .group_by(candidates_cte.c.thread_id)
+            .having(sa.func.count() == all_of_thread)
             .cte("emptied")
         )
         count = sa.func.count()
