@@ -16,9 +16,6 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-# "none" in a setting or null in langgraph.json: kept for ever.
-FOREVER = None
-
 
 @dataclass(frozen=True)
 class Retention:
