@@ -39,6 +39,7 @@ from lg_deploy.core.models import Execution, ExecutionTable, utcnow
 from lg_deploy.core.states import Status
 from lg_deploy.core.store import open_store
 from lg_deploy.core.store.migrate import migrate
+from lg_deploy.run.cli import PRUNE_TIMEOUT_S
 from tests.conftest import PG_ADMIN_URL
 
 LONG_THREAD = "long"
@@ -268,7 +269,8 @@ async def measure(url: str, label: str) -> dict[str, Any]:
 
 
 async def prune(url: str, args: argparse.Namespace) -> dict[str, Any]:
-    store = open_store(url, pool_size=1)
+    # As lg-deploy prune opens it: a dry run counts the whole backlog in one statement.
+    store = open_store(url, pool_size=1, statement_timeout_s=PRUNE_TIMEOUT_S)
     try:
         started = time.perf_counter()
         preview = await store.prune(

@@ -403,13 +403,18 @@ class Pruner:
             .cte("emptied")
         )
         count = sa.func.count()
-        executions = (await conn.execute(sa.select(count).select_from(candidates_cte))).scalar()
-        threads = (await conn.execute(sa.select(count).select_from(emptied))).scalar()
-        checkpoints = (
+        # One statement: the candidates and the emptied threads are worked out once.
+        executions, threads, checkpoints = (
             await conn.execute(
-                sa.select(count).where(CHECKPOINTS.c.thread_id.in_(sa.select(emptied.c.thread_id)))
+                sa.select(
+                    sa.select(count).select_from(candidates_cte).scalar_subquery(),
+                    sa.select(count).select_from(emptied).scalar_subquery(),
+                    sa.select(count)
+                    .where(CHECKPOINTS.c.thread_id.in_(sa.select(emptied.c.thread_id)))
+                    .scalar_subquery(),
+                )
             )
-        ).scalar()
+        ).one()
         report = PruneReport(
             executions=executions or 0,
             threads=threads or 0,
