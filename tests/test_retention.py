@@ -28,7 +28,8 @@ from lg_deploy.core.settings import Settings
 from lg_deploy.core.states import Status
 from lg_deploy.core.store import Store, open_store
 from lg_deploy.core.store.migrate import migrate
-from lg_deploy.core.store.pruning import PRUNE_LOCK_KEY, PruneReport, due, oldest_due
+from lg_deploy.core.store.prune_statements import due, oldest_due
+from lg_deploy.core.store.pruning import PRUNE_LOCK_KEY, PruneReport
 from lg_deploy.core.store.sql import SQLStore
 from lg_deploy.core.store.statements import C, T
 from lg_deploy.worker import metrics

@@ -36,20 +36,23 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.expression import Alias
 
-from lg_deploy.core.models import Thread, UTCDateTime
-from lg_deploy.core.states import TERMINAL, Status
+from lg_deploy.core.models import UTCDateTime
+from lg_deploy.core.store.prune_statements import (
+    CHECKPOINTS,
+    DELTA_KEYS,
+    PLATFORM_THREADS,
+    IndexedAlias,
+    busy_thread,
+    due,
+    not_platform,
+    oldest_due,
+    threads_in,
+)
 from lg_deploy.core.store.statements import C, T, db_now
 
 # The key of the session lock one pass at a time holds ("lg-prune").
 PRUNE_LOCK_KEY = 0x6C67_2D70_7275_6E65
-DELETABLE = [s.value for s in (*TERMINAL, Status.INTERRUPTED)]
-# LangGraph's DeltaChannel rebuilds a value from older checkpoints: such threads keep
-# their history (the saver's own prune refuses them for the same reason).
-DELTA_KEYS = ("counters_since_delta_snapshot", "delta_writes_versioned")
-PLATFORM_THREADS = Thread.__table__  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -62,93 +65,6 @@ class PruneReport:
     skipped_threads: int = 0  # a submission held the thread: left for a later pass
     ran: bool = True  # False: another pass held the lock
     dry_run: bool = False
-
-
-CHECKPOINTS = sa.table(
-    "checkpoints",
-    sa.column("thread_id", sa.String()),
-    sa.column("checkpoint_ns", sa.String()),
-    sa.column("checkpoint_id", sa.String()),
-)
-
-
-class IndexedAlias(Alias):
-    """An alias of the executions that SQLite reads by one index (``INDEXED BY``); other
-    databases choose for themselves. Without statistics (nobody runs ANALYZE on an
-    embedded database) SQLite reads the status index instead, which means every
-    CANCELLED row for every candidate: quadratic in the table's size."""
-
-    inherit_cache = True
-    index: str = ""
-
-    @classmethod
-    def of(cls, name: str, index: str) -> IndexedAlias:
-        alias = cls._construct(T, name=name)
-        alias.index = index
-        return alias
-
-
-@compiles(IndexedAlias, "sqlite")
-def _indexed_alias_sqlite(element: IndexedAlias, compiler: Any, **kw: Any) -> str:
-    text: str = compiler.visit_alias(element, **kw)
-    return f"{text} INDEXED BY {element.index}" if kw.get("asfrom") else text
-
-
-def _busy_thread(thread: Any) -> Any:
-    """The thread has an execution queued, running, or cancelled but still held: three
-    lookups, each in a partial index."""
-    queued = IndexedAlias.of("busy_queued", "ix_executions_queued_thread")
-    running = IndexedAlias.of("busy_running", "ux_executions_running_thread")
-    stopping = IndexedAlias.of("busy_stopping", "ix_executions_stopping_thread")
-    return sa.or_(
-        sa.exists().where(queued.c.thread_id == thread, queued.c.status == _sql(Status.QUEUED)),
-        sa.exists().where(running.c.thread_id == thread, running.c.status == _sql(Status.RUNNING)),
-        sa.exists().where(
-            stopping.c.thread_id == thread,
-            stopping.c.status == _sql(Status.CANCELLED),
-            stopping.c.lease_owner.is_not(None),
-        ),
-    )
-
-
-def _sql(status: Status) -> Any:
-    """A status written into the statement, not bound: SQLite uses a partial index only
-    when the query's WHERE says, in so many words, what the index's does."""
-    return sa.literal_column(f"'{status.value}'")
-
-
-def due(table: Any, now: Any) -> Any:
-    """The conditions on a row of ``table`` (the executions, or an alias) the pass may
-    delete, checked again by the DELETE itself: a concurrent resume (which clears
-    ``delete_after``) or a submission on its thread wins."""
-    c = table.c
-    return sa.and_(
-        c.delete_after.is_not(None),
-        c.delete_after <= now,
-        c.status.in_(DELETABLE),
-        c.lease_owner.is_(None),
-        ~_busy_thread(c.thread_id),
-    )
-
-
-def oldest_due(now: Any, limit: int) -> sa.Select[Any]:
-    """The ids of the ``limit`` due executions whose ``delete_after`` passed first, read in
-    the partial index of ``delete_after``."""
-    pick = IndexedAlias.of("pick", "ix_executions_delete_after")
-    return (
-        sa.select(pick.c.execution_id, pick.c.delete_after)
-        .where(due(pick, now))
-        .order_by(pick.c.delete_after)
-        .limit(limit)
-    )
-
-
-def _threads_in() -> sa.BindParameter[Any]:
-    return sa.bindparam("threads", expanding=True)
-
-
-def _not_platform(thread: Any) -> Any:
-    return ~sa.exists().where(PLATFORM_THREADS.c.thread_id == thread)
 
 
 class Pruner:
@@ -254,9 +170,9 @@ class Pruner:
         report.skipped_threads += len(threads) - len(locked)
         if not locked:
             return []
-        still_named = sa.select(C.thread_id).where(C.thread_id.in_(_threads_in()))
+        still_named = sa.select(C.thread_id).where(C.thread_id.in_(threads_in()))
         platform = sa.select(PLATFORM_THREADS.c.thread_id).where(
-            PLATFORM_THREADS.c.thread_id.in_(_threads_in())
+            PLATFORM_THREADS.c.thread_id.in_(threads_in())
         )
         kept = {row[0] for row in await conn.execute(still_named, {"threads": locked})}
         kept |= {row[0] for row in await conn.execute(platform, {"threads": locked})}
@@ -270,7 +186,7 @@ class Pruner:
         for table in self.checkpoint_tables:
             result = await conn.execute(
                 sa.text(f"DELETE FROM {table} WHERE thread_id IN :threads").bindparams(
-                    _threads_in()
+                    threads_in()
                 ),
                 {"threads": list(threads)},
             )
@@ -311,7 +227,7 @@ class Pruner:
         without a DeltaChannel."""
         if not await self._lock_threads(conn, [thread_id]):
             return False
-        busy = sa.select(_busy_thread(sa.literal(thread_id)))
+        busy = sa.select(busy_thread(sa.literal(thread_id)))
         platform = sa.select(PLATFORM_THREADS.c.thread_id).where(
             PLATFORM_THREADS.c.thread_id == thread_id
         )
@@ -397,7 +313,7 @@ class Pruner:
         )
         emptied = (
             sa.select(candidates_cte.c.thread_id)
-            .where(_not_platform(candidates_cte.c.thread_id))
+            .where(not_platform(candidates_cte.c.thread_id))
             .group_by(candidates_cte.c.thread_id)
             .having(sa.func.count() == all_of_thread)
             .cte("emptied")
@@ -424,8 +340,8 @@ class Pruner:
         if keep > 0:
             per_namespace = (
                 sa.select(CHECKPOINTS.c.thread_id, sa.func.count().label("n"))
-                .where(_not_platform(CHECKPOINTS.c.thread_id))
-                .where(~_busy_thread(CHECKPOINTS.c.thread_id))
+                .where(not_platform(CHECKPOINTS.c.thread_id))
+                .where(~busy_thread(CHECKPOINTS.c.thread_id))
                 .group_by(CHECKPOINTS.c.thread_id, CHECKPOINTS.c.checkpoint_ns)
                 .having(sa.func.count() > keep)
                 .subquery()
