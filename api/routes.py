@@ -79,6 +79,11 @@ async def execute(
         raise UnknownGraph(body.graph_id, sorted(registry.graphs))
     await _check_backpressure(queue, store, settings.max_queue_depth)
     execution_id = new_execution_id()
+    retention = settings.retention_policy(registry).resolve(
+        body.graph_id,
+        finished_s=body.retention_s,
+        interrupted_s=body.interrupted_retention_s,
+    )
     execution = Execution(
         execution_id=execution_id,
         graph_id=body.graph_id,
@@ -92,6 +97,8 @@ async def execute(
         idempotency_key=idempotency_key,
         request_hash=request_hash(body.model_dump()) if idempotency_key else None,
         request_id=request.state.request_id,
+        retention_s=retention.finished_s,
+        interrupted_retention_s=retention.interrupted_s,
     )
     # The row is committed before the id is enqueued (docs/architecture.md, invariant 2):
     # a crash in between leaves a QUEUED row that the reconciler enqueues.

@@ -18,6 +18,8 @@ from lg_deploy.core.models import Execution
 from lg_deploy.core.states import Status
 
 MAX_TIMEOUT_S = 7 * 24 * 3600
+# Ten years: past that, ask for the server's "for ever" (no retention) instead.
+MAX_RETENTION_S = 10 * 366 * 24 * 3600
 RESERVED_CONFIGURABLE = frozenset(
     {"thread_id", "checkpoint_id", "checkpoint_ns", "checkpoint_map", "checkpoint_during"}
 )
@@ -108,6 +110,24 @@ class ExecuteRequest(BaseModel):
         description="LangGraph's durability for this execution (default: its graph's, or the "
         "server's): sync, async or exit (docs/architecture.md, Durability).",
     )
+    retention_s: float | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_RETENTION_S,
+        strict=True,
+        allow_inf_nan=False,
+        description="Seconds this execution is kept once COMPLETED, FAILED or CANCELLED "
+        "(default: its graph's, or the server's); its idempotency key goes with it.",
+    )
+    interrupted_retention_s: float | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_RETENTION_S,
+        strict=True,
+        allow_inf_nan=False,
+        description="Seconds this execution is kept while INTERRUPTED, waiting for a "
+        "person (default: its graph's, or the server's).",
+    )
     multitask_strategy: Literal["enqueue", "reject"] = Field(
         default="enqueue",
         description="When the thread already has a queued or running execution: wait behind "
@@ -185,6 +205,11 @@ class ExecutionSummary(BaseModel):
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    delete_after: datetime | None = Field(
+        default=None,
+        description="When it may be pruned, with its idempotency key (set once it finished "
+        "or paused, from its retention; null: kept).",
+    )
     request_id: str | None = Field(
         default=None, description="The X-Request-ID of the submission that created it."
     )
@@ -232,6 +257,7 @@ class ExecutionOut(ExecutionSummary):
             updated_at=execution.updated_at,
             started_at=execution.started_at,
             finished_at=execution.finished_at,
+            delete_after=execution.delete_after,
             request_id=execution.request_id,
         )
 

@@ -2,10 +2,11 @@
 
 ``{"graphs": {"name": "./path.py:attr"}, "env": {...} | "./.env"}``; an entry may also be
 ``{"path": "./path.py:attr", "description": "..."}``; a top-level ``durability`` object may
-give a graph its own LangGraph durability. ``attr`` is a compiled graph, a
-``StateGraph`` builder, or a factory taking a ``RunnableConfig`` (sync or async) that
-returns either. Every entry is imported at load time, so a broken one fails at start-up
-with the file, the graph and the reason.
+give a graph its own LangGraph durability, and a ``retention`` object its own retention
+(``{"<graph>": {"finished_s": 86400, "interrupted_s": null}}``, ``core/retention.py``).
+``attr`` is a compiled graph, a ``StateGraph`` builder, or a factory taking a
+``RunnableConfig`` (sync or async) that returns either. Every entry is imported at load
+time, so a broken one fails at start-up with the file, the graph and the reason.
 """
 
 from __future__ import annotations
@@ -26,12 +27,15 @@ from langgraph.graph import StateGraph
 from langgraph.pregel import Pregel
 
 from lg_deploy.core.errors import GraphConfigError, NotFound
+from lg_deploy.core.retention import parse_seconds
 
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "langgraph.json"
 DURABILITY_SECTION = "durability"
 DURABILITY_MODES = ("sync", "async", "exit")
+RETENTION_SECTION = "retention"
+RETENTION_KEYS = ("finished_s", "interrupted_s")
 
 
 @dataclass
@@ -44,6 +48,9 @@ class GraphSpec:
     output_schema: dict[str, Any] | None = None
     # LangGraph's durability for this graph's executions; None: the deployment's default.
     durability: str | None = None
+    # This graph's own retention, key by key ("finished_s", "interrupted_s"; a value of
+    # None keeps for ever); a key left out: the deployment's.
+    retention: dict[str, float | None] = field(default_factory=dict)
 
     @property
     def is_factory(self) -> bool:
@@ -98,7 +105,33 @@ def load_registry(path: Path) -> GraphRegistry:
     for graph_id, entry in document["graphs"].items():
         registry.graphs[graph_id] = _load_entry(path, graph_id, entry)
     _apply_durability(path, registry, document.get(DURABILITY_SECTION))
+    _apply_retention(path, registry, document.get(RETENTION_SECTION))
     return registry
+
+
+def _apply_retention(path: Path, registry: GraphRegistry, section: Any) -> None:
+    """``"retention": {"<graph id>": {"finished_s": seconds | null, "interrupted_s": ...}}``:
+    how long a graph's executions are kept once finished or interrupted
+    (docs/operations.md, "Retention")."""
+    if section is None:
+        return
+    if not isinstance(section, dict):
+        raise GraphConfigError(str(path), None, f'"{RETENTION_SECTION}" must be an object')
+    for graph_id, own in section.items():
+        if graph_id not in registry.graphs:
+            raise GraphConfigError(str(path), graph_id, "has a retention but is not a graph")
+        if not isinstance(own, dict) or not set(own) <= set(RETENTION_KEYS):
+            raise GraphConfigError(
+                str(path),
+                graph_id,
+                f"retention must be an object with {' and/or '.join(RETENTION_KEYS)}",
+            )
+        try:
+            registry.graphs[graph_id].retention = {
+                key: parse_seconds(value, f"retention.{key}") for key, value in own.items()
+            }
+        except ValueError as exc:
+            raise GraphConfigError(str(path), graph_id, str(exc)) from None
 
 
 def _apply_durability(path: Path, registry: GraphRegistry, section: Any) -> None:

@@ -104,6 +104,13 @@ class Execution(SQLModel):
     # platform's own fields of the run (core/platform/runs.py). None for /execute.
     assistant_id: uuid.UUID | None = Field(default=None)
     platform: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
+    # Seconds the execution is kept once COMPLETED, FAILED or CANCELLED, and once
+    # INTERRUPTED; None: for ever. Settled at submit (core/retention.py).
+    retention_s: float | None = Field(default=None)
+    interrupted_retention_s: float | None = Field(default=None)
+    # When the pruner may delete the row: stamped by the move that ends or pauses it
+    # from the retention above, cleared when it runs again (core/store/statements.py).
+    delete_after: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
     @property
     def attempts_used(self) -> int:
@@ -136,6 +143,13 @@ class ExecutionTable(Execution, table=True):
             "thread_id",
             sqlite_where=sa.text("status = 'CANCELLED' AND lease_owner IS NOT NULL"),
             postgresql_where=sa.text("status = 'CANCELLED' AND lease_owner IS NOT NULL"),
+        ),
+        # The rows the pruner may delete, oldest first; the rest are never in it.
+        sa.Index(
+            "ix_executions_delete_after",
+            "delete_after",
+            sqlite_where=sa.text("delete_after IS NOT NULL"),
+            postgresql_where=sa.text("delete_after IS NOT NULL"),
         ),
         # Invariant 5: at most one RUNNING execution per thread, enforced by the database.
         sa.Index(

@@ -6,16 +6,24 @@ values down as arguments. Nothing in ``lg_deploy.core`` reads the environment it
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from lg_deploy.core.retention import Retention, RetentionPolicy, parse_graph_retention
+
+if TYPE_CHECKING:
+    from lg_deploy.core.graphs import GraphRegistry
 
 DEFAULT_DATA_DIR = ".lg-deploy"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LG_DEPLOY_", env_file=".env", extra="ignore")
+    # "none" in an optional setting means None (a retention of none: kept for ever).
+    model_config = SettingsConfigDict(
+        env_prefix="LG_DEPLOY_", env_file=".env", extra="ignore", env_parse_none_str="none"
+    )
 
     config: str | None = Field(
         default=None, description="Path to langgraph.json (default: ./langgraph.json)."
@@ -166,6 +174,41 @@ class Settings(BaseSettings):
         "again), async (written while the next step runs: up to two steps may run again), "
         "or exit (written only when the graph ends or pauses: a crash starts it over).",
     )
+    retention_s: float | None = Field(
+        default=30 * 24 * 3600.0,
+        ge=0,
+        description="How long a COMPLETED, FAILED or CANCELLED execution is kept after it "
+        "finished, in seconds (none: for ever); a graph or a request may set its own.",
+    )
+    interrupted_retention_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="How long an INTERRUPTED execution (waiting for a person) is kept "
+        "after it paused, in seconds (none, the default: for ever).",
+    )
+    graph_retention: str = Field(
+        default="",
+        description="Graphs' own retention over langgraph.json's: graph=seconds"
+        "[/interrupted seconds],... each a number or none, e.g. agent=86400,approval=none/none.",
+    )
+    checkpoints_keep: int = Field(
+        default=0,
+        ge=0,
+        description="Checkpoints kept per namespace of a live thread, the newest (0: all); "
+        "older ones are pruned. A thread whose last execution is pruned loses them all.",
+    )
+    prune_interval_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="How often a worker runs a prune pass (one worker at a time; 0: never, "
+        "prune with lg-deploy prune).",
+    )
+    prune_batch_size: int = Field(
+        default=500,
+        ge=1,
+        le=10_000,
+        description="Executions deleted per statement (and per short transaction) of a pass.",
+    )
 
     events_url: str | None = Field(
         default=None,
@@ -188,6 +231,22 @@ class Settings(BaseSettings):
         gt=0,
         description="An idle SSE stream or long wait sends a keep-alive this often.",
     )
+
+    @field_validator("graph_retention")
+    @classmethod
+    def _graph_retention_parses(cls, value: str) -> str:
+        parse_graph_retention(value)
+        return value
+
+    def retention_policy(self, registry: GraphRegistry | None = None) -> RetentionPolicy:
+        """The deployment's retention, each graph's own from langgraph.json under what
+        ``graph_retention`` says."""
+        graphs: dict[str, dict[str, float | None]] = {}
+        for graph_id, spec in (registry.graphs if registry else {}).items():
+            graphs[graph_id] = dict(spec.retention)
+        for graph_id, own in parse_graph_retention(self.graph_retention).items():
+            graphs[graph_id] = graphs.get(graph_id, {}) | own
+        return RetentionPolicy(Retention(self.retention_s, self.interrupted_retention_s), graphs)
 
     def resolved_events_url(self) -> str:
         return self.events_url or self.queue_url

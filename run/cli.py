@@ -4,6 +4,7 @@
 - ``api``: the API server of a fleet (uvicorn, several processes allowed).
 - ``worker``: a worker of a fleet (ARQ on Redis).
 - ``migrate``: bring a database's schema up to date.
+- ``prune``: one retention pass now (``--dry-run``: count what it would delete).
 """
 
 from __future__ import annotations
@@ -166,6 +167,44 @@ def cmd_migrate(settings: Settings) -> int:
     return 0
 
 
+PRUNE_TIMEOUT_S = 600.0
+
+
+def cmd_prune(settings: Settings, *, dry_run: bool = False) -> int:
+    """One prune pass by hand (the workers run one every ``prune_interval_s``), with the
+    counts it deleted, or with ``dry_run`` would delete, on standard output."""
+    from lg_deploy.core.store import open_store
+
+    async def prune() -> int:
+        # A dry run counts the whole backlog in one statement, and a pass after a long
+        # pause deletes more than usual: allow more than a request's ten seconds.
+        store = open_store(
+            settings.resolved_database_url(), pool_size=1, statement_timeout_s=PRUNE_TIMEOUT_S
+        )
+        try:
+            report = await store.prune(
+                batch_size=settings.prune_batch_size,
+                keep_checkpoints=settings.checkpoints_keep,
+                dry_run=dry_run,
+            )
+        finally:
+            await store.close()
+        if not report.ran:
+            print("another prune pass is running (a worker's): nothing done", file=sys.stderr)
+            return 1
+        verb = "would delete" if dry_run else "deleted"
+        print(
+            f"{verb}: {report.executions} executions, {report.threads} threads' checkpoints, "
+            f"{report.checkpoints} checkpoints"
+        )
+        if report.skipped_threads:
+            print(f"skipped {report.skipped_threads} threads busy with a submission meanwhile")
+        return 0
+
+    _describe_backends(settings)
+    return asyncio.run(prune())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lg-deploy", description="Run LangGraph graphs as durable executions."
@@ -193,6 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="worker processes under this command (one core each; default 1)",
     )
     sub.add_parser("migrate", help="create or upgrade the database schema")
+    prune = sub.add_parser(
+        "prune", help="delete the executions and checkpoints whose retention has passed"
+    )
+    prune.add_argument(
+        "--dry-run", action="store_true", help="count what would be deleted, delete nothing"
+    )
     return parser
 
 
@@ -219,6 +264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(settings.log_level, settings.log_format)
     commands = {"dev": cmd_dev, "api": cmd_api, "worker": cmd_worker, "migrate": cmd_migrate}
     try:
+        if args.command == "prune":
+            return cmd_prune(settings, dry_run=args.dry_run)
         return commands[args.command](settings)
     except LgDeployError as exc:
         print(f"lg-deploy {args.command}: {exc}", file=sys.stderr)

@@ -21,6 +21,7 @@ from lg_deploy.core.settings import Settings
 from lg_deploy.core.store import open_store
 from lg_deploy.run.probes import ProbeServer
 from lg_deploy.run.wiring import open_backends
+from lg_deploy.worker.pruning import PruneSchedule
 from lg_deploy.worker.retries import RetryPolicy
 from lg_deploy.worker.runner import Limits
 from lg_deploy.worker.service import LoopLimits, WorkerService
@@ -63,6 +64,11 @@ async def running_worker(
             ),
             durability=settings.durability,
             events=backends.events,
+            prune=PruneSchedule(
+                interval_s=settings.prune_interval_s,
+                batch_size=settings.prune_batch_size,
+                keep_checkpoints=settings.checkpoints_keep,
+            ),
         )
         await worker.start(orphans_are_mine=settings.queue_url.startswith("memory://"))
         try:

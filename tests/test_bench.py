@@ -113,3 +113,42 @@ def test_proxies_count_round_trips_not_messages(pg_admin: PgAdmin, redis_url: st
     assert counts["pg"].connections == {"asyncpg": 1, "psycopg": 1}
     assert counts["redis"].statements["redis PING"] == 2
     assert counts["redis"].round_trips["redis"] < counts["redis"].statements.total()
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_the_retention_benchmark_reports_before_and_after(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """`python -m bench.prune --smoke` seeds, prunes and measures on each backend: the due
+    executions and the long thread's old checkpoints are gone, the figures reported."""
+    if backend == "postgres":
+        request.getfixturevalue("pg_admin")  # one clear failure when it is not there
+    out = tmp_path / "prune.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.prune", "--smoke", "--backend", backend, "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    result = json.loads(out.read_text())
+    before, after, vacuumed = result["measures"]
+    # 2,000 seeded (90% due) and a thread of 200 (90% due): 1,800 + 180 deleted.
+    assert (before["executions"], after["executions"]) == (2200, 220)
+    assert result["prune"]["executions"] == 1980
+    assert after["long_thread_checkpoints"] == 10  # --keep-checkpoints
+    assert vacuumed["bytes"] < before["bytes"]
+    for measure in result["measures"]:
+        assert measure["long_thread_latest_p50_ms"] > 0
+    assert result["prune"]["seconds_per_10k_executions"] > 0
+    pruned = result["prune"]
+    # The dry run before the pass counted exactly what the pass then deleted.
+    assert pruned["dry_run_counts"] == [
+        pruned["executions"],
+        pruned["threads"],
+        pruned["checkpoints"],
+    ]

@@ -100,6 +100,28 @@ LOOP_BLOCKED = Counter(
     "Times a graph node blocked the worker's event loop past the warning threshold.",
     ["graph_id"],
 )
+PRUNED_EXECUTIONS = Counter(
+    "lg_deploy_pruned_executions",
+    "Executions this worker's prune passes deleted once their retention had passed.",
+)
+PRUNED_CHECKPOINTS = Counter(
+    "lg_deploy_pruned_checkpoints",
+    "Checkpoints this worker's prune passes deleted (with their writes and blobs).",
+)
+PRUNE_FAILURES = Counter(
+    "lg_deploy_prune_failures", "Prune passes of this worker that failed (logged)."
+)
+LAST_PRUNE = Gauge(
+    "lg_deploy_prune_last_success_timestamp_seconds",
+    "When this worker last completed a prune pass (unix time); set when its pruning starts, "
+    "0 when pruning is off.",
+)
+RETENTION_OVERDUE = Gauge(
+    "lg_deploy_retention_overdue_seconds",
+    "How long the oldest execution a prune pass may delete has waited past its "
+    "delete_after, as this worker saw it after its last pass (0 while another worker's "
+    "passes run): pruning falls behind as it grows.",
+)
 
 
 def prepare(graph_ids: Iterable[str]) -> None:

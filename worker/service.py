@@ -1,13 +1,15 @@
 """The worker service: takes ids from the queue, runs them, and keeps the store honest.
 
-Besides serving the queue it runs two background loops: one stops graphs that were
-cancelled elsewhere (a queue nudge, the store flag being the truth), and the reconciler,
-which re-enqueues RUNNING executions whose lease expired and QUEUED ones that are not
-moving, and deletes the temporary threads of threadless runs that ended without their
-worker deleting them. Several reconcilers may run at once: every move they make is a
-conditional UPDATE, enqueueing an id that already waits is a no-op, and deleting a thread
-that is gone already is none either. Two threads watch over it: the lease keeper
-(``worker/leases.py``) and the loop watch (``worker/loop_watch.py``).
+Besides serving the queue it runs background loops: one stops graphs that were cancelled
+elsewhere (a queue nudge, the store flag being the truth); the reconciler, which
+re-enqueues RUNNING executions whose lease expired and QUEUED ones that are not moving,
+lets go of cancelled executions whose worker died while stopping them, and deletes the
+temporary threads of threadless runs that ended without their worker deleting them; and
+the pruner (``worker/pruning.py``), which deletes what outlived its retention. Several
+reconcilers may run at once: every move they make is a conditional UPDATE, enqueueing an
+id that already waits is a no-op, and deleting a thread that is gone already is none
+either. Two threads watch over it: the lease keeper (``worker/leases.py``) and the loop
+watch (``worker/loop_watch.py``).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from lg_deploy.core.store.platform_base import PlatformStore
 from lg_deploy.worker import metrics
 from lg_deploy.worker.leases import LeaseKeeper
 from lg_deploy.worker.loop_watch import Culprit, LoopWatch
+from lg_deploy.worker.pruning import PruneSchedule, prune_forever
 from lg_deploy.worker.retries import RetryPolicy
 from lg_deploy.worker.runner import Durability, Limits, Runner, StopReason
 
@@ -84,8 +87,10 @@ class WorkerService:
         durability: Durability = "sync",
         name: str | None = None,
         events: EventLog | None = None,
+        prune: PruneSchedule | None = None,
     ) -> None:
         self.store = store
+        self.prune = prune
         self.queue = queue
         self.concurrency = concurrency
         self.reconcile_interval_s = reconcile_interval_s
@@ -144,6 +149,8 @@ class WorkerService:
             asyncio.create_task(self._reconcile_forever()),
             asyncio.create_task(self._follow_cancellations(ready)),
         ]
+        if self.prune is not None and self.prune.interval_s > 0:
+            self._tasks.append(asyncio.create_task(prune_forever(self.store, self.prune)))
         await ready.wait()
         log.info("worker %s serving, concurrency %d", self.name, self.concurrency)
 

@@ -186,7 +186,10 @@ class Runs:
         not_before = None
         if body.after_seconds:
             not_before = utcnow() + timedelta(seconds=body.after_seconds)
+        retention = self.settings.retention_policy(self.registry).resolve(assistant.graph_id)
         return Execution(
+            retention_s=retention.finished_s,
+            interrupted_retention_s=retention.interrupted_s,
             execution_id=run_id,
             graph_id=assistant.graph_id,
             thread_id=thread_id,

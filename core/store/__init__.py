@@ -34,9 +34,10 @@ def ensure_sqlite_dir(url: str) -> None:
         Path(url.removeprefix("sqlite+aiosqlite:///")).parent.mkdir(parents=True, exist_ok=True)
 
 
-def open_store(url: str, *, pool_size: int = 10) -> Store:
-    """The store for ``url``, with up to ``pool_size`` connections to PostgreSQL; the
-    caller closes it."""
+def open_store(url: str, *, pool_size: int = 10, statement_timeout_s: float = 10) -> Store:
+    """The store for ``url``, with up to ``pool_size`` connections to PostgreSQL, each
+    statement limited to ``statement_timeout_s`` there (a frozen server must not hang a
+    request; maintenance commands allow more); the caller closes it."""
     check_database_url(url)
     ensure_sqlite_dir(url)
     from lg_deploy.core.store.sql import SQLStore
@@ -45,4 +46,9 @@ def open_store(url: str, *, pool_size: int = 10) -> Store:
         return SQLStore.from_url(url)
     # No overflow: connections opened past the pool were closed again on return, and a
     # burst of requests paid for a new connection each; they wait for a pooled one instead.
-    return SQLStore.from_url(url, pool_size=pool_size, max_overflow=0)
+    return SQLStore.from_url(
+        url,
+        pool_size=pool_size,
+        max_overflow=0,
+        connect_args={"timeout": 5, "command_timeout": statement_timeout_s},
+    )

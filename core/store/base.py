@@ -15,6 +15,7 @@ from typing import Any, NamedTuple, Protocol
 
 from lg_deploy.core.models import Execution
 from lg_deploy.core.states import Status
+from lg_deploy.core.store.pruning import PruneReport
 
 
 @dataclass(frozen=True)
@@ -181,3 +182,22 @@ class Store(Protocol):
     async def count_by_status(self, only: Iterable[Status] | None = None) -> dict[Status, int]:
         """How many executions have each status (``only`` these: an index lookup each,
         where every status means a scan of the table)."""
+
+    async def prune(
+        self,
+        *,
+        now: datetime | None = None,
+        batch_size: int = 500,
+        keep_checkpoints: int = 0,
+        dry_run: bool = False,
+        max_batches: int | None = None,
+    ) -> PruneReport:
+        """One prune pass (``core/store/pruning.py``): executions whose ``delete_after`` is
+        before ``now`` (the database's clock when None), ``batch_size`` per transaction, the
+        checkpoints of the threads they leave empty, and all but the newest
+        ``keep_checkpoints`` (0: all kept) of each live thread; counted only when
+        ``dry_run``. ``ran`` is False when another pass held the lock."""
+
+    async def retention_overdue_s(self, now: datetime | None = None) -> float:
+        """Seconds the oldest execution a pass may delete has waited past its
+        ``delete_after`` (0 when none is due)."""

@@ -31,6 +31,7 @@ from lg_deploy.core.models import Execution, utcnow
 from lg_deploy.core.states import ACTIVE, TERMINAL, Move, Status
 from lg_deploy.core.store.base import Outcome, Overview, Page, Recorded, Waiting
 from lg_deploy.core.store.platform_sql import PlatformQueries
+from lg_deploy.core.store.pruning import Pruner, PruneReport
 from lg_deploy.core.store.statements import (
     C,
     T,
@@ -103,6 +104,7 @@ class SQLStore(PlatformQueries):
         # SQLite (one process) serializes "insert unless the thread is busy" with this lock;
         # PostgreSQL with a transaction-scoped advisory lock on the thread.
         self._thread_lock = asyncio.Lock()
+        self._pruner = Pruner(engine)
 
     @classmethod
     def from_url(cls, url: str, **engine_kwargs: Any) -> SQLStore:
@@ -526,3 +528,30 @@ class SQLStore(PlatformQueries):
         counts = dict.fromkeys(statuses, 0)
         counts.update({Status(s): n for s, n in rows})
         return counts
+
+    async def prune(
+        self,
+        *,
+        now: datetime | None = None,
+        batch_size: int = 500,
+        keep_checkpoints: int = 0,
+        dry_run: bool = False,
+        max_batches: int | None = None,
+    ) -> PruneReport:
+        self._pruner.batch_size = batch_size
+        try:
+            return await self._pruner.prune(
+                now=now, keep_checkpoints=keep_checkpoints, dry_run=dry_run, max_batches=max_batches
+            )
+        except _DRIVER_ERRORS as exc:
+            if (failure := _failure(exc)) is exc:
+                raise
+            raise failure from exc
+
+    async def retention_overdue_s(self, now: datetime | None = None) -> float:
+        try:
+            return await self._pruner.overdue_s(now)
+        except _DRIVER_ERRORS as exc:
+            if (failure := _failure(exc)) is exc:
+                raise
+            raise failure from exc

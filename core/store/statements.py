@@ -9,11 +9,12 @@ host: there, the process's clock is the database's.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
 
 from lg_deploy.core.models import ExecutionTable, UTCDateTime, utcnow
 from lg_deploy.core.states import TERMINAL, Move, Status, sources_of
@@ -42,10 +43,43 @@ def db_later(dialect: str, seconds: float, now: Any = None) -> Any:
     return now + timedelta(seconds=seconds)
 
 
+class SecondsAfter(sa.sql.expression.FunctionElement[datetime]):
+    """``now`` plus the column ``seconds`` (NULL when it is NULL), compiled for each
+    dialect: on SQLite into the text form SQLAlchemy stores timestamps in (microseconds),
+    so that the values compare with the ones it binds."""
+
+    type = UTCDateTime()
+    inherit_cache = True
+    name = "seconds_after"
+
+
+@compiles(SecondsAfter, "postgresql")
+def _seconds_after_pg(element: SecondsAfter, compiler: Any, **kw: Any) -> str:
+    now, seconds = (compiler.process(c, **kw) for c in element.clauses)
+    return f"({now} + make_interval(secs => {seconds}))"
+
+
+@compiles(SecondsAfter, "sqlite")
+def _seconds_after_sqlite(element: SecondsAfter, compiler: Any, **kw: Any) -> str:
+    now, seconds = (compiler.process(c, **kw) for c in element.clauses)
+    shifted = f"strftime('%Y-%m-%d %H:%M:%f', {now}, printf('%+.6f seconds', {seconds}))"
+    return f"(CASE WHEN {seconds} IS NULL THEN NULL ELSE {shifted} || '000' END)"
+
+
+def seconds_after(now: Any, seconds: Any) -> Any:
+    if not isinstance(now, sa.ColumnElement):
+        now = sa.literal(now, UTCDateTime())
+    return SecondsAfter(now, seconds)
+
+
 def move(which: Move, wanted: Status, now: Any) -> sa.Update:
     """The UPDATE of one move of the state machine: only rows in one of the move's source
     statuses (``core/states.py``) change, so of two racing writers exactly one wins.
-    Callers narrow it to the rows they mean."""
+    Callers narrow it to the rows they mean.
+
+    It also keeps ``delete_after`` (``core/retention.py``): a move that ends the execution
+    stamps it from ``retention_s``, one that pauses it from ``interrupted_retention_s``,
+    any other clears it, so that nothing the pruner may delete is ever runnable."""
     stmt = (
         T.update()
         .where(C.status.in_([s.value for s in sources_of(which, wanted)]))
@@ -53,20 +87,28 @@ def move(which: Move, wanted: Status, now: Any) -> sa.Update:
         .execution_options(**{MOVE_OPTION: which.value})
     )
     if wanted in TERMINAL:
+        stmt = stmt.values(delete_after=seconds_after(now, C.retention_s))
+    elif wanted is Status.INTERRUPTED:
+        stmt = stmt.values(delete_after=seconds_after(now, C.interrupted_retention_s))
+    else:
+        stmt = stmt.values(delete_after=None)
+    if wanted in TERMINAL:
         stmt = stmt.values(finished_at=now)
         if which is not Move.CANCEL:
             stmt = stmt.values(lease_owner=None, lease_expires_at=None)
         # A cancelled attempt keeps its lease until its worker lets go of it, once its graph
-        # has stopped (``STOPPING``): until then, its thread runs nothing else.
+        # has stopped (``stopping``): until then, its thread runs nothing else, and the
+        # pruner leaves it alone.
     if wanted is Status.QUEUED:
         stmt = stmt.values(lease_owner=None, lease_expires_at=None, queued_at=now)
     return stmt
 
 
 def status_is(status: Status) -> Any:
-    """The status as a literal in the SQL, not a parameter: PostgreSQL's generic plan of a
-    prepared statement can use a partial index (``WHERE status = 'QUEUED'``) only when
-    the predicate names the value itself. With a parameter, after a few executions of a
+    """The status as a literal in the SQL, not a parameter: a partial index (``WHERE
+    status = 'QUEUED'``) is used only when the query names the value itself, by SQLite
+    always, and by PostgreSQL in the generic plan of a prepared statement. With a
+    parameter, after a few executions of a
     statement, a claim on a thread of 10k finished executions scanned all of them."""
     return sa.literal_column(f"'{status.value}'", C.status.type)
 
@@ -158,11 +200,24 @@ def next_on_thread() -> tuple[Any, ...]:
 @cache
 def insert_statement(dialect: str) -> sa.Insert:
     """The INSERT of a new execution, its values given as parameters; it is runnable from
-    now by the database's clock, as every later ``queued_at``. Built once per dialect."""
-    stmt = T.insert()
-    if dialect == "postgresql":
-        stmt = stmt.values(queued_at=db_now(dialect))
-    return stmt
+    now by the database's clock, as every later ``queued_at``. Built once per dialect.
+
+    On PostgreSQL the statement takes a shared advisory lock on its thread, held until it
+    commits: the pruner deletes a thread's checkpoints under the exclusive lock, after it
+    saw no execution left on the thread, so it can never delete them under a submission
+    it does not see yet (``core/store/pruning.py``)."""
+    if dialect != "postgresql":
+        return T.insert()
+    columns = [c for c in T.c if c.name != "queued_at"]
+    lock = sa.select(
+        sa.func.pg_advisory_xact_lock_shared(
+            sa.func.hashtext(sa.bindparam("thread_id", type_=sa.String()))
+        ).label("thread_lock")
+    ).subquery("thread_lock")
+    values = sa.select(
+        *(sa.bindparam(c.name, type_=c.type) for c in columns), db_now(dialect)
+    ).select_from(lock)
+    return T.insert().from_select([*(c.name for c in columns), "queued_at"], values)
 
 
 _RESULT_COLUMNS = ("output", "error", "error_traceback", "interrupts")
