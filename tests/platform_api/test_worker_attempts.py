@@ -23,6 +23,7 @@ from lg_deploy.core.events import START
 from lg_deploy.core.graphs import GraphRegistry
 from lg_deploy.core.models import Execution
 from lg_deploy.core.platform.runs import RunOptions
+from lg_deploy.core.store.migrate import migrate
 from lg_deploy.core.store.platform_base import PlatformStore
 from lg_deploy.run.wiring import open_backends
 from lg_deploy.worker.fencing import LeaseClock, fenced
@@ -53,8 +54,8 @@ class Platform:
         return self.backends.checkpointer
 
 
-@pytest.fixture
-async def platform(database_url: str, registry: GraphRegistry) -> AsyncIterator[Platform]:
+@contextlib.asynccontextmanager
+async def platform_on(database_url: str, registry: GraphRegistry) -> AsyncIterator[Platform]:
     settings = make_settings(database_url)
     async with open_backends(settings, events=True, checkpointer=True) as backends:
 
@@ -64,6 +65,19 @@ async def platform(database_url: str, registry: GraphRegistry) -> AsyncIterator[
 
         async with serve_in_process(settings, registry, backends=shared) as http:
             yield Platform(http, backends, registry)
+
+
+@pytest.fixture
+async def platform(database_url: str, registry: GraphRegistry) -> AsyncIterator[Platform]:
+    async with platform_on(database_url, registry) as made:
+        yield made
+
+
+@pytest.fixture
+async def sqlite_platform(sqlite_url: str, registry: GraphRegistry) -> AsyncIterator[Platform]:
+    await migrate(sqlite_url)
+    async with platform_on(sqlite_url, registry) as made:
+        yield made
 
 
 async def claimed_run(platform: Platform, thread_id: str, body: dict[str, Any]) -> Execution:
@@ -135,13 +149,12 @@ async def test_an_attempt_that_lost_its_lease_leaves_its_thread_alone(platform: 
 
 
 async def test_an_attempt_whose_database_failed_leaves_its_thread_alone(
-    platform: Platform, database_url: str
+    sqlite_platform: Platform, sqlite_url: str
 ) -> None:
     """An attempt whose checkpoint write fails for a database outage (a read-only SQLite
     database: BackendUnavailable, handed back by the runner) does not mark its thread
-    failed either."""
-    if not database_url.startswith("sqlite"):
-        pytest.skip("a read-only checkpoint database is made with SQLite's query_only")
+    failed either. (SQLite only: its query_only makes the outage.)"""
+    platform, database_url = sqlite_platform, sqlite_url
     thread_id = await new_thread(platform)
     execution = await claimed_run(
         platform, thread_id, {"assistant_id": "steps", "input": {"text": "x"}}
