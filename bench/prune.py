@@ -34,6 +34,7 @@ import sqlalchemy as sa
 from langgraph.checkpoint.base import empty_checkpoint
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from bench.seed import insert_rows
 from lg_deploy.core.checkpoint import open_checkpointer
 from lg_deploy.core.models import Execution, ExecutionTable, utcnow
 from lg_deploy.core.states import Status
@@ -104,18 +105,7 @@ def _insert_executions(
             else_=sa.literal(now + timedelta(days=30), table.c.delete_after.type),
         ),
     }
-    columns, values = [], []
-    for attribute in sa.inspect(ExecutionTable).column_attrs:
-        column = attribute.columns[0]
-        value = getattr(template, attribute.key)
-        columns.append(column)
-        if column.name in varied:
-            values.append(varied[column.name])
-        elif value is None:
-            values.append(sa.null())
-        else:
-            values.append(sa.literal(value, column.type))
-    return table.insert().from_select(columns, sa.select(*values).select_from(numbers))
+    return insert_rows(template, varied, numbers)
 
 
 def _copy_checkpoints(dialect: str, first: int, last: int, per: int, thread: str | None) -> str:

@@ -21,6 +21,24 @@ from lg_deploy.core.states import Status
 _ID_BASE_MS = 1_600_000_000_000
 
 
+def insert_rows(template: Execution, varied: dict[str, Any], source: Any) -> sa.Insert:
+    """``INSERT INTO executions ... SELECT`` one row per row of ``source``: the columns in
+    ``varied`` computed from it, every other one the ``template``'s value."""
+    table = ExecutionTable.__table__  # type: ignore[attr-defined]
+    columns, values = [], []
+    for attribute in sa.inspect(ExecutionTable).column_attrs:
+        column = attribute.columns[0]
+        value = getattr(template, attribute.key)
+        columns.append(column)
+        if column.name in varied:
+            values.append(varied[column.name])
+        elif value is None:
+            values.append(sa.null())
+        else:
+            values.append(sa.literal(value, column.type))
+    return table.insert().from_select(columns, sa.select(*values).select_from(source))
+
+
 def _insert(first: int, last: int, thread_id: str | None) -> sa.Insert:
     now = utcnow()
     template = Execution(
@@ -53,18 +71,7 @@ def _insert(first: int, last: int, thread_id: str | None) -> sa.Insert:
             else_=Status.COMPLETED.value,
         ),
     }
-    columns, values = [], []
-    for attribute in sa.inspect(ExecutionTable).column_attrs:
-        column = attribute.columns[0]
-        value = getattr(template, attribute.key)
-        columns.append(column)
-        if column.name in varied:
-            values.append(varied[column.name])
-        elif value is None:
-            values.append(sa.null())
-        else:
-            values.append(sa.literal(value, column.type))
-    return table.insert().from_select(columns, sa.select(*values).select_from(n))
+    return insert_rows(template, varied, n)
 
 
 async def _seed(database_url: str, first: int, last: int, thread_id: str | None) -> None:

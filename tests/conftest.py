@@ -29,7 +29,7 @@ from lg_deploy.run.wiring import open_backends
 from lg_deploy.run.worker_process import backends_with_worker
 from lg_deploy.worker.leases import LeaseKeeper
 from lg_deploy.worker.runner import Runner
-from tests.harness import Fleet, Metrics
+from tests.harness import Fleet, Metrics, RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_GRAPHS = Path(__file__).resolve().parent / "graphs" / "langgraph.json"
@@ -149,6 +149,18 @@ def drop_queue(url: str, name: str) -> None:
         client.delete(*keys)
     finally:
         client.close()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis server of the test's own (``redis-server`` from PATH), for tests that stop
+    and restart it; the shared one stays up."""
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -52,16 +52,6 @@ def postgres(action: str) -> None:
 
 
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
 def database(pg_admin: PgAdmin, pg_template: str) -> Iterator[str]:
     with fresh_database(pg_admin, pg_template) as url:
         yield url
