@@ -167,9 +167,6 @@ class Store(Protocol):
         """QUEUED executions runnable for more than ``stale_after_s`` before ``now`` (the
         database's clock when None), in id order from ``after`` on."""
 
-    async def next_queued_on_thread(self, thread_id: str) -> Waiting | None:
-        """The oldest QUEUED execution of ``thread_id``: the one to run after the current."""
-
     async def with_status(
         self, execution_ids: Sequence[uuid.UUID], statuses: Iterable[Status]
     ) -> set[uuid.UUID]:

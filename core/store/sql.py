@@ -43,7 +43,6 @@ from lg_deploy.core.store.statements import (
     insert_statement,
     move,
     next_on_thread,
-    status_is,
     stopping,
 )
 
@@ -465,17 +464,6 @@ class SQLStore(PlatformQueries):
         if after is not None:
             query = query.where(C.execution_id > after)
         return [Waiting(*row) for row in await self._run(query)]
-
-    async def next_queued_on_thread(self, thread_id: str) -> Waiting | None:
-        query = (
-            sa.select(*_WAITING)
-            .where(C.thread_id == thread_id)
-            .where(C.status == status_is(Status.QUEUED))
-            .order_by(C.execution_id)
-            .limit(1)
-        )
-        row = (await self._run(query)).first()
-        return None if row is None else Waiting(*row)
 
     async def with_status(
         self, execution_ids: Sequence[uuid.UUID], statuses: Iterable[Status]
