@@ -4,7 +4,6 @@ finished) and ``rollback`` (the run and the checkpoints it wrote are deleted).""
 from __future__ import annotations
 
 import contextlib
-import logging
 from typing import Literal
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -21,8 +20,6 @@ from lg_deploy.core.platform.rollback import (
 from lg_deploy.core.platform.temporary import delete_temporary_thread, deletes_its_thread
 from lg_deploy.core.queue import Queue
 from lg_deploy.core.store.platform_base import PlatformStore
-
-log = logging.getLogger("lg_deploy.api")
 
 CancelAction = Literal["interrupt", "rollback"]
 
