@@ -34,9 +34,9 @@ import sqlalchemy as sa
 from langgraph.checkpoint.base import empty_checkpoint
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from bench.seed import insert_rows
+from bench.seed import finished_execution, insert_rows
 from lg_deploy.core.checkpoint import open_checkpointer
-from lg_deploy.core.models import Execution, ExecutionTable, utcnow
+from lg_deploy.core.models import ExecutionTable, utcnow
 from lg_deploy.core.states import Status
 from lg_deploy.core.store import open_store
 from lg_deploy.core.store.migrate import migrate
@@ -75,18 +75,7 @@ def _insert_executions(
     """Finished executions ``first``..``last``: due (delete_after a day ago) below
     ``due_below``, kept (a month on) from there."""
     now = utcnow()
-    template = Execution(
-        execution_id=uuid.uuid4(),
-        graph_id="steps",
-        thread_id="",
-        input={"text": "hi"},
-        output={"text": "HI!", "steps": ["upper", "exclaim"]},
-        status=Status.COMPLETED,
-        attempt=1,
-        started_at=now,
-        finished_at=now,
-        retention_s=3600.0,
-    )
+    template = finished_execution(retention_s=3600.0)
     table = ExecutionTable.__table__  # type: ignore[attr-defined]
     numbers = _numbers(dialect, first, last)
     n = numbers.c.n

@@ -21,6 +21,23 @@ from lg_deploy.core.states import Status
 _ID_BASE_MS = 1_600_000_000_000
 
 
+def finished_execution(**fields: Any) -> Execution:
+    """A COMPLETED execution of ``steps``, as the seeded rows look (``fields`` on top)."""
+    now = utcnow()
+    values: dict[str, Any] = {
+        "execution_id": uuid.uuid4(),
+        "graph_id": "steps",
+        "thread_id": "",
+        "input": {"text": "hi"},
+        "output": {"text": "HI!", "steps": ["upper", "exclaim"]},
+        "status": Status.COMPLETED,
+        "attempt": 1,
+        "started_at": now,
+        "finished_at": now,
+    }
+    return Execution(**(values | fields))
+
+
 def insert_rows(template: Execution, varied: dict[str, Any], source: Any) -> sa.Insert:
     """``INSERT INTO executions ... SELECT`` one row per row of ``source``: the columns in
     ``varied`` computed from it, every other one the ``template``'s value."""
@@ -40,18 +57,7 @@ def insert_rows(template: Execution, varied: dict[str, Any], source: Any) -> sa.
 
 
 def _insert(first: int, last: int, thread_id: str | None) -> sa.Insert:
-    now = utcnow()
-    template = Execution(
-        execution_id=uuid.uuid4(),
-        graph_id="steps",
-        thread_id="",
-        input={"text": "hi"},
-        output={"text": "HI!", "steps": ["upper", "exclaim"]},
-        status=Status.COMPLETED,
-        attempt=1,
-        started_at=now,
-        finished_at=now,
-    )
+    template = finished_execution()
     table = ExecutionTable.__table__  # type: ignore[attr-defined]
     n = sa.func.generate_series(first, last).table_valued("n").render_derived()
     varied: dict[str, Any] = {
