@@ -117,6 +117,14 @@ class Execution(SQLModel):
         return self.attempt - self.handbacks
 
 
+def _partial_index(name: str, *columns: str, where: str, unique: bool = False) -> sa.Index:
+    """An index of the rows ``where`` holds for, on PostgreSQL and SQLite alike."""
+    condition = sa.text(where)
+    return sa.Index(
+        name, *columns, unique=unique, sqlite_where=condition, postgresql_where=condition
+    )
+
+
 class ExecutionTable(Execution, table=True):
     """The executions table, described by the same fields: the store's statements and the
     migrations are made from it; nothing builds instances of it."""
@@ -129,35 +137,23 @@ class ExecutionTable(Execution, table=True):
         sa.Index("ix_executions_status_queued_at", "status", "queued_at"),
         # The queued executions of a thread (a claim waits for older ones, a finish reads the
         # next): a partial index, so a thread's finished history is never scanned.
-        sa.Index(
-            "ix_executions_queued_thread",
-            "thread_id",
-            "execution_id",
-            sqlite_where=sa.text("status = 'QUEUED'"),
-            postgresql_where=sa.text("status = 'QUEUED'"),
+        _partial_index(
+            "ix_executions_queued_thread", "thread_id", "execution_id", where="status = 'QUEUED'"
         ),
         # A cancelled execution whose worker has not yet let go of it (it keeps its lease
         # until its graph stops): its thread takes no other claim meanwhile (invariant 5).
-        sa.Index(
+        _partial_index(
             "ix_executions_stopping_thread",
             "thread_id",
-            sqlite_where=sa.text("status = 'CANCELLED' AND lease_owner IS NOT NULL"),
-            postgresql_where=sa.text("status = 'CANCELLED' AND lease_owner IS NOT NULL"),
+            where="status = 'CANCELLED' AND lease_owner IS NOT NULL",
         ),
         # The rows the pruner may delete, oldest first; the rest are never in it.
-        sa.Index(
-            "ix_executions_delete_after",
-            "delete_after",
-            sqlite_where=sa.text("delete_after IS NOT NULL"),
-            postgresql_where=sa.text("delete_after IS NOT NULL"),
+        _partial_index(
+            "ix_executions_delete_after", "delete_after", where="delete_after IS NOT NULL"
         ),
         # Invariant 5: at most one RUNNING execution per thread, enforced by the database.
-        sa.Index(
-            "ux_executions_running_thread",
-            "thread_id",
-            unique=True,
-            sqlite_where=sa.text("status = 'RUNNING'"),
-            postgresql_where=sa.text("status = 'RUNNING'"),
+        _partial_index(
+            "ux_executions_running_thread", "thread_id", where="status = 'RUNNING'", unique=True
         ),
     )
 
