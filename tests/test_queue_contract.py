@@ -118,14 +118,17 @@ async def test_notices_reach_every_subscriber_from_the_moment_it_subscribed(
     assert got == [execution_id, execution_id]
 
 
-async def test_revive_says_whether_a_job_is_left(queue: Queue) -> None:
-    """revive keeps a waiting job in line and says so; for an id with no job (lost, or
-    already run) it says False and enqueues nothing, leaving the decision to the caller."""
-    waiting, gone = uuid.uuid4(), uuid.uuid4()
+async def test_held_says_which_jobs_are_left(queue: Queue) -> None:
+    """held names, of the executions asked about at once, those whose job waits in line;
+    one with no job (lost, or already run) is left out and nothing is enqueued, leaving
+    the decision to the caller."""
+    waiting, gone, also_waiting = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     await queue.enqueue(waiting)
-    assert await queue.revive(waiting, attempt=0)
-    assert not await queue.revive(gone, attempt=0)
-    assert await queue.depth() == 1
+    await queue.enqueue(also_waiting)
+    asked = [(waiting, 0), (gone, 0), (also_waiting, 0)]
+    assert await queue.held(asked) == {waiting, also_waiting}
+    assert await queue.held([]) == set()
+    assert await queue.depth() == 2
 
 
 async def test_serve_returns_after_stop_once_handlers_finish(queue: Queue) -> None:
@@ -155,10 +158,10 @@ async def test_redis_attempt_n_replaces_the_job_of_attempt_n_minus_1(redis_url: 
         await queue.close()
 
 
-async def test_redis_revive_tells_a_held_job_from_a_lost_one(redis_url: str) -> None:
+async def test_redis_held_tells_a_taken_job_from_a_lost_one(redis_url: str) -> None:
     """A job taken by a worker counts as held for a while (its worker is claiming it: no
-    second delivery); once its mark has lapsed (the worker died before claiming) revive
-    says so, and enqueueing it again delivers it again."""
+    second delivery); once its mark has lapsed (the worker died before claiming) held
+    leaves it out, and enqueueing it again delivers it again."""
     import redis.asyncio as aioredis
 
     name = unique_queue_name()
@@ -170,12 +173,13 @@ async def test_redis_revive_tells_a_held_job_from_a_lost_one(redis_url: str) -> 
         dead = Recorder()  # takes the job and claims nothing, as a worker that died
         async with serving(queue, dead, concurrency=1):
             await eventually(lambda: dead.seen == [execution_id])
-            assert await queue.revive(execution_id, attempt=1)  # taken a moment ago: held
+            held = await queue.held([(execution_id, 1)])
+            assert held == {execution_id}  # taken a moment ago
             assert await client.zcard(name) == 0  # out of the line
             marks = [k async for k in client.scan_iter(match=f"{name}:taken:*")]
             assert len(marks) == 1
             await client.delete(*marks)  # the mark lapses, as it does 5 s on
-            assert not await queue.revive(execution_id, attempt=1)
+            assert await queue.held([(execution_id, 1)]) == set()
         recorder = Recorder()
         await queue.enqueue(execution_id, attempt=1)
         async with serving(queue, recorder, concurrency=1):

@@ -273,11 +273,8 @@ class WorkerService:
     async def _revive(self, batch: list[Waiting]) -> int:
         """Put the jobs of executions that wait too long back in line; enqueue again only
         those with no job left that are still QUEUED now (the job may just have run them)."""
-        lost = [
-            waiting
-            for waiting in batch
-            if not await self.queue.revive(waiting.execution_id, attempt=waiting.attempt)
-        ]
+        held = await self.queue.held([(w.execution_id, w.attempt) for w in batch])
+        lost = [waiting for waiting in batch if waiting.execution_id not in held]
         still = await self.store.with_status([w.execution_id for w in lost], [Status.QUEUED])
         for waiting in lost:
             if waiting.execution_id in still:

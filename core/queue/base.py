@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Literal, Protocol
 
@@ -29,11 +29,12 @@ class Queue(Protocol):
         """Ask a worker to run ``execution_id``; ``attempt`` tells deliveries apart.
         Enqueueing what already waits is a no-op."""
 
-    async def revive(self, execution_id: uuid.UUID, *, attempt: int) -> bool:
-        """The execution has waited too long (the reconciler's call): True while its job
-        waits in line or a worker took it a moment ago; False when there is no job (lost,
-        or taken by a worker that died): the caller checks the store, then enqueues it
-        again, so that a job is never started twice."""
+    async def held(self, jobs: Sequence[tuple[uuid.UUID, int]]) -> set[uuid.UUID]:
+        """Of executions that have waited too long (the reconciler's call), given with
+        their attempts, those whose job waits in line or a worker took a moment ago. The
+        others have no job (lost, or taken by a worker that died): the caller checks the
+        store, then enqueues them again, so that a job is never started twice. One round
+        trip for them all."""
 
     async def depth(self) -> int:
         """Ids waiting to be picked up."""

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from lg_deploy.core.queue.base import Handler, Topic
 
@@ -32,8 +32,8 @@ class MemoryQueue:
             timer.cancel()
         self._timers.clear()
 
-    async def revive(self, execution_id: uuid.UUID, *, attempt: int) -> bool:
-        return execution_id in self._waiting
+    async def held(self, jobs: Sequence[tuple[uuid.UUID, int]]) -> set[uuid.UUID]:
+        return {execution_id for execution_id, _ in jobs if execution_id in self._waiting}
 
     async def enqueue(
         self, execution_id: uuid.UUID, *, attempt: int = 0, delay_s: float = 0

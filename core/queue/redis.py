@@ -18,7 +18,7 @@ queue, another pipeline to finish it) and polled every 50 ms. Here:
   of attempt ``n - 1`` (the job of a worker that died).
 - a job is out of the queue once taken. If its worker dies before claiming the
   execution, the reconciler finds the execution QUEUED with no job and enqueues it again
-  (``revive``); while the "taken" mark lives (5 s) the job counts as held, so a live
+  (``held`` says it has none); while the "taken" mark lives (5 s) the job counts as held, so a live
   worker's claim is not doubled.
 - the handler runs each execution in a task of its own: a Redis outage never stops a
   graph; the lease and the store, not the queue, say who owns an execution.
@@ -34,7 +34,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -89,11 +89,18 @@ end
 local next = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return {ids, next[2] or false}
 """
-# KEYS: queue, taken mark. ARGV: job id. 1 when the job waits in line or was taken a
-# moment ago, 0 when there is none.
-_REVIVE = """
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 1 end
-return redis.call('EXISTS', KEYS[2])
+# KEYS: queue. ARGV: taken prefix, then job ids. For each job, 1 when it waits in line or
+# was taken a moment ago, 0 when there is none.
+_HELD = """
+local held = {}
+for i = 2, #ARGV do
+    if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+        held[i - 1] = 1
+    else
+        held[i - 1] = redis.call('EXISTS', ARGV[1] .. ARGV[i])
+    end
+end
+return held
 """
 
 
@@ -144,7 +151,7 @@ class RedisQueue:
             )
             self._scripts = {
                 name: self._client.register_script(source)
-                for name, source in (("enqueue", _ENQUEUE), ("take", _TAKE), ("revive", _REVIVE))
+                for name, source in (("enqueue", _ENQUEUE), ("take", _TAKE), ("held", _HELD))
             }
         return self._client
 
@@ -191,13 +198,16 @@ class RedisQueue:
             )
         self._depth = (int(depth), time.monotonic())
 
-    async def revive(self, execution_id: uuid.UUID, *, attempt: int) -> bool:
-        job = job_id(execution_id, attempt)
+    async def held(self, jobs: Sequence[tuple[uuid.UUID, int]]) -> set[uuid.UUID]:
+        if not jobs:
+            return set()
         async with self._redis() as redis:
-            held = await self._scripts["revive"](
-                keys=[self.queue_name, self.taken_prefix + job], args=[job], client=redis
+            answers = await self._scripts["held"](
+                keys=[self.queue_name],
+                args=[self.taken_prefix, *(job_id(eid, attempt) for eid, attempt in jobs)],
+                client=redis,
             )
-        return bool(held)
+        return {eid for (eid, _), answer in zip(jobs, answers, strict=True) if answer}
 
     async def depth(self) -> int:
         """Jobs waiting, deferred ones included (a retry's backoff). What an enqueue of this
