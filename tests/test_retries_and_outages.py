@@ -165,12 +165,14 @@ def test_fenced_checkpointer_refuses_writes_once_the_lease_may_have_passed() -> 
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("path", ["sqlalchemy", "asyncpg"])
 async def test_a_connection_the_server_closed_is_replaced_unseen(
-    pg_url: str, pg_admin: PgAdmin
+    pg_url: str, pg_admin: PgAdmin, path: str
 ) -> None:
     """Pooled connections are not pinged before use: when the server closed them (as a
     restart does), the statement fails on its stale connection and is tried once more on a
-    new one, and the caller sees no error."""
+    new one, and the caller sees no error. Both ways the store runs statements: through
+    SQLAlchemy (a read) and straight on asyncpg (a claim, core/store/direct.py)."""
     store = open_store(pg_url)
     try:
         execution = new_execution()
@@ -181,7 +183,12 @@ async def test_a_connection_the_server_closed_is_replaced_unseen(
             (database,),
         )
         assert closed and all(row[0] for row in closed)
-        got = await store.get(execution.execution_id)
+        if path == "sqlalchemy":
+            got = await store.get(execution.execution_id)
+        else:
+            claimed = await store.claim(execution.execution_id, "w", 30)
+            assert claimed is not None
+            got = claimed
         assert got.execution_id == execution.execution_id
     finally:
         await store.close()

@@ -116,7 +116,9 @@ async def _every_move(store: Store) -> None:
     assert (await store.get(lost.execution_id)).status is Status.FAILED
 
 
-async def test_every_status_change_in_the_store_is_a_named_move(store: Store) -> None:
+async def test_every_status_change_in_the_store_is_a_named_move(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Each UPDATE that sets a status carries the move it applies (its sources came from
     the table); a new status change written beside the table makes this test fail."""
     assert isinstance(store, SQLStore)
@@ -135,6 +137,16 @@ async def test_every_status_change_in_the_store_is_a_named_move(store: Store) ->
         else:
             seen.append(Move(move))
 
+    if (direct := store._direct) is not None:
+        # PostgreSQL's per-execution statements skip SQLAlchemy's execution layer and its
+        # events (core/store/direct.py): watch them where they run.
+        run_directly = direct.fetch
+
+        async def fetch(stmt: Any, params: Any) -> Any:
+            record(store.engine, stmt)
+            return await run_directly(stmt, params)
+
+        monkeypatch.setattr(direct, "fetch", fetch)
     event.listen(store.engine.sync_engine, "before_execute", record)
     try:
         await _every_move(store)

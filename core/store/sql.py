@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.sql.expression import UpdateBase
 
 from lg_deploy.core.database_errors import first_line, translated
 from lg_deploy.core.errors import (
@@ -30,6 +31,7 @@ from lg_deploy.core.errors import (
 from lg_deploy.core.models import Execution, utcnow
 from lg_deploy.core.states import ACTIVE, TERMINAL, Move, Status
 from lg_deploy.core.store.base import Outcome, Overview, Page, Recorded, Waiting
+from lg_deploy.core.store.direct import DirectStatements
 from lg_deploy.core.store.platform_sql import PlatformQueries
 from lg_deploy.core.store.pruning import Pruner, PruneReport
 from lg_deploy.core.store.statements import (
@@ -47,6 +49,8 @@ from lg_deploy.core.store.statements import (
 )
 
 _WAITING = (C.execution_id, C.attempt, C.not_before)
+
+R = TypeVar("R")
 
 
 _DRIVER_ERRORS = (sa.exc.SQLAlchemyError, OSError, ConnectionError)
@@ -69,7 +73,11 @@ def _failure(exc: Exception) -> Exception:
 
 
 def _row_to_execution(row: sa.Row[Any]) -> Execution:
-    values = dict(row._mapping)
+    return _execution_of(row._mapping)
+
+
+def _execution_of(columns: Mapping[Any, Any]) -> Execution:
+    values = dict(columns)
     values["meta"] = values.pop("metadata")
     return Execution.model_validate(values)
 
@@ -104,6 +112,9 @@ class SQLStore(PlatformQueries):
         # PostgreSQL with a transaction-scoped advisory lock on the thread.
         self._thread_lock = asyncio.Lock()
         self._pruner = Pruner(engine)
+        # The statements every execution runs, without SQLAlchemy's execution layer
+        # (core/store/direct.py); through it on SQLite.
+        self._direct = DirectStatements(engine) if engine.dialect.driver == "asyncpg" else None
 
     @classmethod
     def from_url(cls, url: str, **engine_kwargs: Any) -> SQLStore:
@@ -139,12 +150,30 @@ class SQLStore(PlatformQueries):
             raise failure from exc
 
     async def _run(self, stmt: sa.Executable, params: Mapping[str, Any] | None = None) -> Any:
-        """One statement in autocommit mode, its rows read; a pooled connection the server
-        had closed is replaced and the statement tried once more."""
+        """One statement in autocommit mode, its rows read."""
+
+        async def run() -> Any:
+            async with self._autocommit.connect() as conn:
+                return await conn.execute(stmt, params)
+
+        return await self._twice(run)
+
+    async def _rows(
+        self, stmt: UpdateBase, params: Mapping[str, Any]
+    ) -> Sequence[Mapping[Any, Any]]:
+        """The rows of one of the statements every execution runs, by column name: on
+        PostgreSQL straight on asyncpg (core/store/direct.py), in autocommit as ``_run``."""
+        if (direct := self._direct) is None:
+            result = await self._run(stmt, params)
+            return result.mappings().all() if result.returns_rows else []
+        return await self._twice(lambda: direct.fetch(stmt, params))
+
+    async def _twice(self, run: Callable[[], Awaitable[R]]) -> R:
+        """``run()``; when it found that the server had closed its pooled connection, once
+        more on a new one. Driver errors become the store's (``_failure``)."""
         for last_try in (False, True):
             try:
-                async with self._autocommit.connect() as conn:
-                    return await conn.execute(stmt, params)
+                return await run()
             except _DRIVER_ERRORS as exc:
                 stale = isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated
                 if stale and not last_try:
@@ -184,7 +213,7 @@ class SQLStore(PlatformQueries):
         else:
             values["queued_at"] = utcnow()
         if conn is None:
-            await self._run(stmt, values)
+            await self._rows(stmt, values)
         else:
             await conn.execute(stmt, values)
 
@@ -285,10 +314,10 @@ class SQLStore(PlatformQueries):
         stmt = claim_statement(self.dialect)
         try:
             params = claim_params(self.dialect, execution_id, owner, lease_s)
-            row = (await self._run(stmt, params)).first()
+            rows = await self._rows(stmt, params)
         except sa.exc.IntegrityError:
             return None  # another execution of this thread runs (architecture.md, invariant 5)
-        return None if row is None else _row_to_execution(row)
+        return _execution_of(rows[0]) if rows else None
 
     async def renew_leases(self, leases: Mapping[uuid.UUID, int], lease_s: float) -> set[uuid.UUID]:
         if not leases:
@@ -329,10 +358,10 @@ class SQLStore(PlatformQueries):
             )
         if self.dialect != "postgresql":
             params["now"] = utcnow()
-        row = (await self._run(finish_statement(self.dialect, outcome.status), params)).first()
-        if row is None:
+        rows = await self._rows(finish_statement(self.dialect, outcome.status), params)
+        if not rows:
             return None
-        _, *waiting = row
+        _, *waiting = rows[0].values()
         return Recorded(Waiting(*waiting) if waiting[0] is not None else None)
 
     async def retry(

@@ -82,7 +82,7 @@ def move(which: Move, wanted: Status, now: Any) -> sa.Update:
     any other clears it, so that nothing the pruner may delete is ever runnable."""
     stmt = (
         T.update()
-        .where(C.status.in_([s.value for s in sources_of(which, wanted)]))
+        .where(C.status.in_([status_is(s) for s in sources_of(which, wanted)]))
         .values(status=wanted.value, updated_at=now)
         .execution_options(**{MOVE_OPTION: which.value})
     )
@@ -124,23 +124,31 @@ def claim_statement(dialect: str) -> sa.Update:
     """QUEUED -> RUNNING for ``:claim_id`` (and ``:owner``, ``:lease_s``), unless an older
     execution of the same thread is still queued (a thread's executions run in submission
     order) or a cancelled one is still stopping (invariant 5 holds until its graph has
-    stopped, not only until its row says CANCELLED). Built once per dialect: the aliases
-    are costly to make per call."""
-    me, earlier = T.alias("me"), T.alias("earlier")
-    claim_id = sa.bindparam("claim_id", type_=sa.Uuid())
+    stopped, not only until its row says CANCELLED). Built once per dialect: an alias is
+    costly to make per call."""
+    # Each is an index range of the claimed row's thread (ix_executions_queued_thread,
+    # ix_executions_stopping_thread), looked up for that one row, whatever the planner
+    # knows of the table: correlated with the row, and kept a subplan by OFFSET 0, which
+    # stops PostgreSQL from turning NOT EXISTS into an anti-join. As a join, a planner
+    # with no statistics yet (a new store, until autovacuum's first ANALYZE) scanned
+    # every queued execution on each claim: 0.9 ms and 3,700 buffers a claim under a
+    # backlog of 2,000, against 0.08 ms and a few buffers now.
+    earlier = T.alias("earlier")
     older_queued_on_thread = (
         sa.select(earlier.c.execution_id)
-        .where(earlier.c.thread_id == me.c.thread_id)
+        .where(earlier.c.thread_id == C.thread_id)
         .where(earlier.c.status == status_is(Status.QUEUED))
-        .where(earlier.c.execution_id < me.c.execution_id)
-        .where(me.c.execution_id == claim_id)
+        .where(earlier.c.execution_id < C.execution_id)
     )
     stopping_on_thread = (
         sa.select(earlier.c.execution_id)
-        .where(earlier.c.thread_id == me.c.thread_id)
+        .where(earlier.c.thread_id == C.thread_id)
         .where(stopping(earlier))
-        .where(me.c.execution_id == claim_id)
     )
+    if dialect == "postgresql":
+        fence: Any = sa.literal_column("0")
+        older_queued_on_thread = older_queued_on_thread.offset(fence)
+        stopping_on_thread = stopping_on_thread.offset(fence)
     if dialect == "postgresql":
         now: Any = db_now(dialect)
         expires: Any = now + sa.func.make_interval(
@@ -151,7 +159,7 @@ def claim_statement(dialect: str) -> sa.Update:
         expires = sa.bindparam("expires", type_=UTCDateTime())
     return (
         move(Move.CLAIM, Status.RUNNING, now)
-        .where(C.execution_id == claim_id)
+        .where(C.execution_id == sa.bindparam("claim_id", type_=sa.Uuid()))
         .where(sa.or_(C.not_before.is_(None), C.not_before <= now))
         .where(~sa.exists(older_queued_on_thread))
         .where(~sa.exists(stopping_on_thread))
