@@ -8,7 +8,8 @@ temporary threads of threadless runs that ended without their worker deleting th
 the pruner (``worker/pruning.py``), which deletes what outlived its retention. Several
 reconcilers may run at once: every move they make is a conditional UPDATE, enqueueing an
 id that already waits is a no-op, and deleting a thread that is gone already is none
-either. Two threads watch over it: the lease keeper (``worker/leases.py``) and the loop
+either. A last loop hands freed memory back to the system (``worker/memory.py``). Two
+threads watch over it: the lease keeper (``worker/leases.py``) and the loop
 watch (``worker/loop_watch.py``).
 """
 
@@ -45,6 +46,7 @@ from lg_deploy.core.store.platform_base import PlatformStore
 from lg_deploy.worker import metrics
 from lg_deploy.worker.leases import LeaseKeeper
 from lg_deploy.worker.loop_watch import Culprit, LoopWatch
+from lg_deploy.worker.memory import trim_forever
 from lg_deploy.worker.pruning import PruneSchedule, prune_forever
 from lg_deploy.worker.retries import RetryPolicy
 from lg_deploy.worker.runner import Durability, Limits, Runner, StopReason
@@ -148,6 +150,7 @@ class WorkerService:
         self._tasks = [
             asyncio.create_task(self._reconcile_forever()),
             asyncio.create_task(self._follow_cancellations(ready)),
+            asyncio.create_task(trim_forever()),
         ]
         if self.prune is not None and self.prune.interval_s > 0:
             self._tasks.append(asyncio.create_task(prune_forever(self.store, self.prune)))
