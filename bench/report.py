@@ -60,6 +60,9 @@ def _rows(f: dict[str, Any]) -> Iterator[Row]:
     if memory := f.get("memory"):
         label = f"worker RSS after {memory['executions']:,} executions"
         slope = f"slope {memory['slope_kb_per_1000']:g} KB / 1000 executions"
+        late = memory["late_slope_kb_per_1000"]
+        if late is not None:
+            slope += f" | {late:g} over the last {memory['late_executions']:,}"
         yield label, f"{memory['rss_mb']:g} MB", slope
     if recovery := f.get("recovery"):
         yield (

@@ -37,6 +37,7 @@ FIGURES = [
     "io_bound.ratio",
     "memory.rss_mb",
     "memory.slope_kb_per_1000",
+    "memory.late_executions",
     "history.0.executions_per_s",
     "history.1.cpu_ms.postgres",
     "history.1.list_p50_ms",
