@@ -9,8 +9,8 @@ the pruner (``worker/pruning.py``), which deletes what outlived its retention. S
 reconcilers may run at once: every move they make is a conditional UPDATE, enqueueing an
 id that already waits is a no-op, and deleting a thread that is gone already is none
 either. A last loop hands freed memory back to the system (``worker/memory.py``). Two
-threads watch over it: the lease keeper (``worker/leases.py``) and the loop
-watch (``worker/loop_watch.py``).
+threads watch over it: the lease keeper (``worker/leases.py``) and the loop watch
+(``worker/loop_watch.py``).
 """
 
 from __future__ import annotations

@@ -17,9 +17,9 @@ queue, another pipeline to finish it) and polled every 50 ms. Here:
   enqueueing what already waits is a no-op, and enqueueing attempt ``n`` removes the job
   of attempt ``n - 1`` (the job of a worker that died).
 - a job is out of the queue once taken. If its worker dies before claiming the
-  execution, the reconciler finds the execution QUEUED with no job and enqueues it again
-  (``held`` says it has none); while the "taken" mark lives (5 s) the job counts as held, so a live
-  worker's claim is not doubled.
+  execution, the reconciler finds the execution QUEUED with no job (``held`` leaves it
+  out) and enqueues it again; while the "taken" mark lives (5 s) the job counts as held,
+  so a live worker's claim is not doubled.
 - the handler runs each execution in a task of its own: a Redis outage never stops a
   graph; the lease and the store, not the queue, say who owns an execution.
 - cancellation goes through the store; a pub/sub message only makes it fast.
