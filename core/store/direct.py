@@ -78,9 +78,7 @@ class DirectStatements:
             params.append((name, value, processor))
         return _Compiled(compiled.string, tuple(params))
 
-    def _args(self, stmt: UpdateBase, given: Mapping[str, Any]) -> list[Any]:
-        if (compiled := self._compiled.get(stmt)) is None:
-            compiled = self._compiled[stmt] = self._compile(stmt)
+    def _args(self, compiled: _Compiled, given: Mapping[str, Any]) -> list[Any]:
         args = []
         for name, bound, processor in compiled.params:
             value = given[name] if bound is _GIVEN else given.get(name, bound)
@@ -89,8 +87,9 @@ class DirectStatements:
 
     async def fetch(self, stmt: UpdateBase, params: Mapping[str, Any]) -> list[asyncpg.Record]:
         """The rows of ``stmt``, run once in autocommit on a pooled connection."""
-        args = self._args(stmt, params)
-        sql = self._compiled[stmt].sql
+        if (compiled := self._compiled.get(stmt)) is None:
+            compiled = self._compiled[stmt] = self._compile(stmt)
+        sql, args = compiled.sql, self._args(compiled, params)
         pooled = await self.engine.raw_connection()
         driver: asyncpg.Connection = pooled.driver_connection
         try:
