@@ -20,6 +20,7 @@ from typing import Any, get_args
 from bench.report import table
 from bench.scenarios import SMOKE, Scenarios, Sizes
 from bench.stack import Stack, product_default
+from lg_deploy.run import loops
 from lg_deploy.worker.runner import Durability
 from tests.conftest import PG_ADMIN_URL, REDIS_URL
 
@@ -94,6 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "options": {
             "durability": args.durability,
             "concurrency": args.concurrency,
+            # What the workers and the limit run on (LG_DEPLOY_EVENT_LOOP=auto).
+            "event_loop": loops.chosen("auto"),
             "smoke": args.smoke,
             "sizes": dataclasses.asdict(sizes),
         },
@@ -105,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.redis,
         LG_DEPLOY_DURABILITY=args.durability,
         LG_DEPLOY_WORKER_CONCURRENCY=str(args.concurrency),
+        LG_DEPLOY_EVENT_LOOP="auto",
     )
     run = Scenarios(stack, sizes, args.concurrency, args.durability)
     result["figures"] = run.figures

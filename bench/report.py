@@ -81,7 +81,8 @@ def table(result: dict[str, Any]) -> str:
         [
             f"lg-deploy benchmarks at {machine['commit']}: {machine['cpus']} CPUs, load"
             f" {machine['load']} at start, durability {options['durability']},"
-            f" worker concurrency {options['concurrency']}",
+            f" worker concurrency {options['concurrency']},"
+            f" event loop {options.get('event_loop', 'asyncio')}",
             "",
             *(f"{label:<{width}}{value:>16}   {detail}" for label, value, detail in rows),
         ]

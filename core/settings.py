@@ -142,6 +142,12 @@ class Settings(BaseSettings):
         description="text (human-readable) or json (one object per line, with the request, "
         "execution, graph, thread and attempt the line is about).",
     )
+    event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
+        default="auto",
+        description="The asyncio event loop of the API and the workers: auto (uvloop where "
+        "it is installed, as it is with lg-deploy on Linux and macOS), uvloop, or asyncio "
+        "(Python's own, for a graph whose libraries need it).",
+    )
     max_output_bytes: int = Field(
         default=4 * 1024 * 1024,
         gt=0,

@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 from lg_deploy.core.errors import LgDeployError
 from lg_deploy.core.settings import Settings
 from lg_deploy.core.urls import mask_url
+from lg_deploy.run import loops
 from lg_deploy.run.logs import setup_logging
+from lg_deploy.run.loops import chosen
 
 if TYPE_CHECKING:
     from lg_deploy.core.graphs import GraphRegistry
@@ -64,6 +66,7 @@ def serve(app: Any, settings: Settings, **options: Any) -> None:
         log_level=settings.log_level.lower(),
         log_config=None,
         access_log=False,  # api/requests.py logs each request, with its request id
+        loop=chosen(settings.event_loop),
         **options,
     )
 
@@ -152,8 +155,9 @@ def cmd_worker(settings: Settings) -> int:
         return Supervisor(settings, settings.worker_processes).run()
     registry = load_graphs(settings)
     _describe_backends(settings)
+    log.info("event loop: %s", chosen(settings.event_loop))
     asyncio.run(_preflight(settings))
-    asyncio.run(run_worker(settings, registry))
+    loops.run(run_worker(settings, registry), settings.event_loop)
     return 0
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from lg_deploy.core.urls import mask_url
+from lg_deploy.run import loops
 from tests.conftest import PG_ADMIN_URL, TEST_GRAPHS, PgAdmin
 from tests.harness import LG_DEPLOY
 
@@ -137,3 +140,43 @@ def test_a_missing_role_or_database_is_one_clear_line(
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"lg-deploy {command}: database refused the connection")
     assert reason in last
+
+
+async def _loop_module() -> str:
+    return type(asyncio.get_running_loop()).__module__.split(".")[0]
+
+
+@pytest.mark.parametrize(
+    ("choice", "expected"), [("auto", "uvloop"), ("uvloop", "uvloop"), ("asyncio", "asyncio")]
+)
+def test_the_event_loop_setting_chooses_the_loop(choice: loops.EventLoop, expected: str) -> None:
+    """LG_DEPLOY_EVENT_LOOP: auto takes uvloop where it is installed (it is, here)."""
+    assert loops.chosen(choice) == expected
+    assert loops.run(_loop_module(), choice) == expected
+
+
+def test_auto_falls_back_to_asyncio_without_uvloop(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop now fails
+    assert loops.chosen("auto") == "asyncio"
+    assert loops.run(_loop_module(), "auto") == "asyncio"
+    with pytest.raises(loops.EventLoopUnavailable):
+        loops.chosen("uvloop")
+
+
+def test_uvloop_asked_for_where_it_is_missing_is_one_clear_line(tmp_path: Path) -> None:
+    """A worker told to run on uvloop where it cannot be imported exits 2 at once."""
+    shim = tmp_path / "shim" / "uvloop"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text("raise ImportError('uvloop is not installed')\n")
+    result = run(
+        ["worker"],
+        tmp_path,
+        PYTHONPATH=str(shim.parent),
+        LG_DEPLOY_EVENT_LOOP="uvloop",
+        LG_DEPLOY_QUEUE_URL="redis://127.0.0.1:1/0",
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "lg-deploy worker: LG_DEPLOY_EVENT_LOOP=uvloop, but uvloop is not installed here "
+        "(pip install uvloop, or use auto or asyncio)"
+    )

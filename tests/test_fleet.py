@@ -43,9 +43,13 @@ def assert_steps_ran_once(marker: Path, steps: int, in_flight: set[str]) -> None
 def test_n_executions_through_one_api_and_three_workers(fleet: Fleet) -> None:
     """100 executions through 1 API and 3 workers: all COMPLETED, each started and completed
     exactly once, none lost, the work shared. The API runs two server processes, and its
-    /metrics counts the submissions of both."""
+    /metrics counts the submissions of both. Two workers run on uvloop (the default where it
+    is installed, as it is here), the third on asyncio's own loop (run/loops.py)."""
     api = fleet.api(LG_DEPLOY_API_WORKERS="2")
-    workers = [fleet.worker() for _ in range(3)]
+    workers = [fleet.worker(), fleet.worker(), fleet.worker(LG_DEPLOY_EVENT_LOOP="asyncio")]
+    loops = ["uvloop", "uvloop", "asyncio"]
+    for worker, loop in zip(workers, loops, strict=True):
+        assert f"event loop: {loop}" in worker.log_tail(200)
     ids = [submit(api, "steps", {"text": f"n{i}"}) for i in range(100)]
     records = [wait(api, execution_id) for execution_id in ids]
     assert [r["status"] for r in records] == ["COMPLETED"] * 100
