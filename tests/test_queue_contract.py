@@ -210,6 +210,114 @@ async def test_redis_wakes_an_idle_worker_at_once(redis_url: str) -> None:
         drop_queue(redis_url, name)
 
 
+async def test_redis_wakes_idle_workers_only_when_no_due_job_waits(redis_url: str) -> None:
+    """An enqueue wakes the idle workers when nothing due waited before it (into an empty
+    queue, or behind a delayed job only); behind a due job it sends nothing, since every
+    worker with a free slot is already on its way to take that one."""
+    import redis.asyncio as aioredis
+
+    name = unique_queue_name()
+    queue = RedisQueue(redis_url, queue_name=name)
+    client = aioredis.Redis.from_url(redis_url)
+    pubsub = client.pubsub()
+    await pubsub.subscribe(queue.wake_channel)
+    await pubsub.get_message(timeout=1.0)  # the subscription's confirmation
+
+    async def woken() -> int:
+        count = 0
+        while await pubsub.get_message(timeout=0.2) is not None:
+            count += 1
+        return count
+
+    try:
+        await queue.enqueue(uuid.uuid4(), delay_s=60)  # empty queue
+        assert await woken() == 1
+        await queue.enqueue(uuid.uuid4())  # only a delayed job waits
+        assert await woken() == 1
+        await queue.enqueue(uuid.uuid4())  # a due job waits
+        await queue.enqueue(uuid.uuid4())
+        assert await woken() == 0
+        taken, _ = await queue._take(10)
+        assert len(taken) == 3  # the due ones
+        await queue.enqueue(uuid.uuid4())  # nothing due waits any more
+        assert await woken() == 1
+    finally:
+        await pubsub.aclose()
+        await client.aclose()
+        await queue.close()
+        drop_queue(redis_url, name)
+
+
+async def test_redis_jobs_enqueued_together_reach_every_idle_worker_at_once(
+    redis_url: str,
+) -> None:
+    """Three workers of one slot each, looking at the queue unwoken only every 30 s: three
+    jobs enqueued back to back (the second and third wake nobody) all start at once,
+    each on its own worker."""
+    name = unique_queue_name()
+    queues = [RedisQueue(redis_url, queue_name=name, poll_delay_s=30) for _ in range(3)]
+    release = asyncio.Event()
+    started: list[tuple[int, uuid.UUID]] = []
+
+    def holder(index: int) -> Callable[[uuid.UUID], Any]:
+        async def hold(execution_id: uuid.UUID) -> None:
+            started.append((index, execution_id))
+            await release.wait()
+
+        return hold
+
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            for index, q in enumerate(queues):
+                await stack.enter_async_context(serving(q, holder(index), concurrency=1))
+            stack.callback(release.set)
+            await asyncio.sleep(0.2)  # all three idle, waiting for a wake-up
+            ids = [uuid.uuid4() for _ in range(3)]
+            for execution_id in ids:
+                await queues[0].enqueue(execution_id)
+            await eventually(lambda: len(started) == 3, timeout=5)
+            assert sorted(index for index, _ in started) == [0, 1, 2]
+            assert sorted(eid for _, eid in started) == sorted(ids)
+    finally:
+        for q in queues:
+            await q.close()
+        drop_queue(redis_url, name)
+
+
+async def test_redis_a_served_executions_settled_notice_rides_on_the_next_take(
+    redis_url: str,
+) -> None:
+    """While a worker serves, the "settled" notice of an execution that ends there goes
+    out with the take that its freed slot starts, or on its own while every slot is
+    still busy; once serving stopped, at once. Each reaches subscribers as a notice of
+    its own."""
+    name = unique_queue_name()
+    queue = RedisQueue(redis_url, queue_name=name, poll_delay_s=30)
+    release = asyncio.Event()
+
+    async def settle(execution_id: uuid.UUID) -> None:
+        await queue.publish("settled", execution_id)
+        if execution_id == ids[0]:
+            await release.wait()  # the only slot stays busy after the notice
+
+    ids = [uuid.uuid4() for _ in range(3)]
+    try:
+        async with queue.subscribe("settled") as notices:
+            async with serving(queue, settle, concurrency=1):
+                for execution_id in ids:
+                    await queue.enqueue(execution_id)
+                assert await asyncio.wait_for(anext(notices), timeout=5) == ids[0]
+                release.set()
+                got = [await asyncio.wait_for(anext(notices), timeout=5) for _ in ids[1:]]
+                assert sorted(got) == sorted(ids[1:])
+            late = uuid.uuid4()
+            await queue.publish("settled", late)  # no longer serving: sent at once
+            assert await asyncio.wait_for(anext(notices), timeout=5) == late
+    finally:
+        await queue.close()
+        drop_queue(redis_url, name)
+
+
 class Exploit:
     """A pickle that runs code when loaded: what anyone who can write to Redis could plant."""
 

@@ -9,10 +9,16 @@ queue, another pipeline to finish it) and polled every 50 ms. Here:
 
 - enqueueing is one script, one round trip: the job record, its place in line, and a
   wake-up on a pub/sub channel that idle workers wait on (no polling: an idle worker
-  asks Redis once a second, or when a delayed job falls due). It answers the queue's
+  asks Redis once a second, or when a delayed job falls due). The wake-up goes out only
+  when no due job waited already: while one waits, every worker with a free slot is on
+  its way to take it (it was woken for that job, or its clock runs out when a delayed
+  job falls due), and a busy worker takes the next job as soon as a slot frees. Under a
+  backlog no worker reads a message per submission. The script answers the queue's
   depth, which the API's backpressure check reuses for a moment.
 - taking is one script for a batch of due jobs: out of the line, their records deleted,
-  a short "taken" mark left for the reconciler.
+  a short "taken" mark left for the reconciler. The same call carries the "settled"
+  notices of the executions that just ended on this worker: a slot frees when one ends,
+  so its notice costs no round trip of its own.
 - the payload is the execution id alone, and the job id is ``<execution id>:<attempt>``:
   enqueueing what already waits is a no-op, and enqueueing attempt ``n`` removes the job
   of attempt ``n - 1`` (the job of a worker that died).
@@ -62,25 +68,37 @@ STRANDED_AFTER_S = 5.0
 IDLE_POLL_S = 1.0
 # How long the queue depth an enqueue answered stands in for asking again.
 DEPTH_FRESH_S = 0.5
+# The longest a served execution's "settled" notice waits for a take to carry it.
+SETTLED_DELAY_S = 0.02
 
 # KEYS: queue, job record, superseded job record, wake channel.
-# ARGV: job id, due (ms), record, record lifetime (ms), superseded job id or "".
+# ARGV: job id, due (ms), record, record lifetime (ms), superseded job id or "", now (ms).
 _ENQUEUE = """
 if ARGV[5] ~= '' then
     redis.call('ZREM', KEYS[1], ARGV[5])
     redis.call('DEL', KEYS[3])
 end
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+    local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
     redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
     redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-    redis.call('PUBLISH', KEYS[4], ARGV[2])
+    if head[2] == nil or tonumber(head[2]) > tonumber(ARGV[6]) then
+        redis.call('PUBLISH', KEYS[4], ARGV[2])
+    end
 end
 return redis.call('ZCARD', KEYS[1])
 """
-# KEYS: queue. ARGV: now (ms), how many, taken mark lifetime (ms), taken prefix, job prefix.
+# KEYS: queue. ARGV: now (ms), how many (0 or more), taken mark lifetime (ms), taken
+# prefix, job prefix, settled channel, then the execution ids to announce on it.
 # Returns the ids taken and when the next job falls due (false when none waits).
 _TAKE = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for i = 7, #ARGV do
+    redis.call('PUBLISH', ARGV[6], ARGV[i])
+end
+local ids = {}
+if tonumber(ARGV[2]) > 0 then
+    ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+end
 for _, id in ipairs(ids) do
     redis.call('ZREM', KEYS[1], id)
     redis.call('DEL', ARGV[5] .. id)
@@ -141,6 +159,11 @@ class RedisQueue:
         self._client: aioredis.Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
         self._depth: tuple[int, float] | None = None  # (depth, when by the monotonic clock)
+        # While ``serve`` takes work: the "settled" notices its next take carries, and
+        # what wakes it (a freed slot, a notice to send, a wake-up, stop).
+        self._settled: list[str] = []
+        self._settled_due = 0.0  # by the loop's clock: when they go out on their own
+        self._nudge: asyncio.Event | None = None
 
     def _connection(self) -> aioredis.Redis:
         if self._client is None:
@@ -193,7 +216,7 @@ class RedisQueue:
                     JOB_KEY + superseded,
                     self.wake_channel,
                 ],
-                args=[job, due_ms, record, due_ms - now_ms + _JOB_EXPIRES_MS, superseded],
+                args=[job, due_ms, record, due_ms - now_ms + _JOB_EXPIRES_MS, superseded, now_ms],
                 client=redis,
             )
         self._depth = (int(depth), time.monotonic())
@@ -221,6 +244,15 @@ class RedisQueue:
         return depth
 
     async def publish(self, topic: Topic, execution_id: uuid.UUID) -> None:
+        if topic == "settled" and self._nudge is not None:
+            # An execution of this worker ended: its slot is about to free, and the take
+            # that follows carries the notice (or a take of nothing, if none comes soon).
+            if not self._settled:
+                loop = asyncio.get_running_loop()
+                self._settled_due = loop.time() + SETTLED_DELAY_S
+                loop.call_later(SETTLED_DELAY_S, self._nudge.set)
+            self._settled.append(str(execution_id))
+            return
         async with self._redis() as redis:
             await redis.publish(self.channels[topic], str(execution_id))
 
@@ -262,25 +294,26 @@ class RedisQueue:
         executions in flight have returned. A Redis outage pauses the taking, never an
         execution."""
         running: set[asyncio.Future[None]] = set()
-        freed = asyncio.Event()
-        wake = asyncio.Event()
-        listening = asyncio.create_task(self._listen_for_work(wake, stop))
+        self._nudge = nudge = asyncio.Event()
+        listening = asyncio.create_task(self._listen_for_work(nudge, stop))
+        stopping = asyncio.create_task(_relay(stop, nudge))
         delay = 0.5
+        loop = asyncio.get_running_loop()
 
         def finished(task: asyncio.Future[None]) -> None:
             running.discard(task)
-            freed.set()
+            nudge.set()
 
         try:
             while not stop.is_set():
+                nudge.clear()
                 free = concurrency - len(running)
-                if free <= 0:
-                    freed.clear()
-                    await _first(stop.wait(), freed.wait())
+                if free <= 0 and not (self._settled and loop.time() >= self._settled_due):
+                    await nudge.wait()
                     continue
-                wake.clear()
+                want = min(max(free, 0), self.queue_read_limit)
                 try:
-                    taken, next_due_ms = await self._take(min(free, self.queue_read_limit))
+                    taken, next_due_ms = await self._take(want)
                     delay = 0.5
                 except BackendUnavailable as exc:
                     log.warning("cannot take work from the queue (%s); again in %.1f s", exc, delay)
@@ -291,21 +324,30 @@ class RedisQueue:
                     task = asyncio.ensure_future(handler(execution_id))
                     running.add(task)
                     task.add_done_callback(finished)
-                if taken:
-                    continue  # more may be due now
+                if free <= 0 or len(taken) == want:
+                    continue  # the slots are still full, or more may be due now
+                # Fewer than asked for: none is due now, and the next enqueue wakes us.
                 wait_s = self.poll_delay_s
                 if next_due_ms is not None:
                     wait_s = min(wait_s, max(next_due_ms / 1000 - time.time(), 0.0))
-                await _first(stop.wait(), wake.wait(), asyncio.sleep(wait_s))
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait_s):
+                        await nudge.wait()
         finally:
-            listening.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listening
+            # Executions that end from now on announce themselves at once.
+            self._nudge = None
+            for task in (listening, stopping):
+                task.cancel()
+            await asyncio.gather(listening, stopping, return_exceptions=True)
+            await self._send_settled()
         if running:
             await asyncio.gather(*running, return_exceptions=True)
 
     async def _take(self, count: int) -> tuple[list[uuid.UUID], float | None]:
-        if count <= 0:
+        """Take up to ``count`` due jobs, and send the pending "settled" notices (best
+        effort: a long poll also reads the store every half second)."""
+        settled, self._settled = self._settled, []
+        if count <= 0 and not settled:
             return [], None
         async with self._redis() as redis:
             ids, next_due = await self._scripts["take"](
@@ -316,6 +358,8 @@ class RedisQueue:
                     int(STRANDED_AFTER_S * 1000),
                     self.taken_prefix,
                     JOB_KEY,
+                    self.channels["settled"],
+                    *settled,
                 ],
                 client=redis,
             )
@@ -326,6 +370,10 @@ class RedisQueue:
             except ValueError:  # not lg-deploy's: dropped, never read
                 log.warning("dropped a job that is not an execution: %r", job[:100])
         return taken, float(next_due) if next_due else None
+
+    async def _send_settled(self) -> None:
+        with contextlib.suppress(BackendUnavailable):
+            await self._take(0)
 
     async def _listen_for_work(self, wake: asyncio.Event, stop: asyncio.Event) -> None:
         """Set ``wake`` whenever a job is enqueued anywhere; the taking loop's periodic
@@ -339,15 +387,9 @@ class RedisQueue:
                 await _sleep_until(stop, 1.0)
 
 
-async def _first(*awaitables: Any) -> None:
-    """Wait until the first of ``awaitables`` is done; cancel the others."""
-    tasks = [asyncio.ensure_future(a) for a in awaitables]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+async def _relay(stop: asyncio.Event, nudge: asyncio.Event) -> None:
+    await stop.wait()
+    nudge.set()
 
 
 async def _sleep_until(stop: asyncio.Event, seconds: float) -> None:
