@@ -36,6 +36,8 @@ DURABILITY_SECTION = "durability"
 DURABILITY_MODES = ("sync", "async", "exit")
 RETENTION_SECTION = "retention"
 RETENTION_KEYS = ("finished_s", "interrupted_s")
+# Bound graphs a registry keeps (a process has a checkpointer or two, a test more).
+_MOST_BOUND = 64
 
 
 @dataclass
@@ -63,6 +65,12 @@ class GraphRegistry:
 
     path: Path
     graphs: dict[str, GraphSpec] = field(default_factory=dict)
+    # A compiled graph or a builder bound to a checkpointer, made once: LangGraph keeps a
+    # run's state out of the graph, so every execution can share it. Keyed by the graph
+    # and the checkpointer (held here, so that its id is not reused).
+    _bound: dict[tuple[str, int], tuple[BaseCheckpointSaver | None, Pregel]] = field(
+        default_factory=dict, repr=False
+    )
 
     def __contains__(self, graph_id: object) -> bool:
         return graph_id in self.graphs
@@ -76,9 +84,19 @@ class GraphRegistry:
     async def build(
         self, graph_id: str, config: Mapping[str, Any], checkpointer: BaseCheckpointSaver | None
     ) -> Pregel:
-        """The graph for one execution, with ``checkpointer`` attached."""
+        """The graph for one execution, with ``checkpointer`` attached. A factory is
+        called each time (it may build from ``config``); a graph or a builder is bound to
+        a checkpointer once."""
         spec = self.get(graph_id)
-        return await _materialize(spec.target, config, checkpointer, spec)
+        if spec.is_factory:
+            return await _materialize(spec.target, config, checkpointer, spec)
+        key = (graph_id, id(checkpointer))
+        if (bound := self._bound.get(key)) is None:
+            if len(self._bound) >= _MOST_BOUND:
+                del self._bound[next(iter(self._bound))]
+            graph = await _materialize(spec.target, config, checkpointer, spec)
+            bound = self._bound[key] = (checkpointer, graph)
+        return bound[1]
 
 
 def find_config(explicit: str | None) -> Path:

@@ -68,6 +68,29 @@ async def test_every_kind_of_entry_runs(tmp_path: Path, attr: str) -> None:
     assert (await graph.aget_state(config)).values == {"n": 2}
 
 
+@pytest.mark.parametrize(
+    ("attr", "shared"), [("graph", True), ("builder", True), ("factory", False)]
+)
+async def test_a_graph_is_bound_to_a_checkpointer_once_a_factory_called_each_time(
+    tmp_path: Path, attr: str, shared: bool
+) -> None:
+    """A compiled graph or a builder is bound once per checkpointer and shared by every
+    execution (LangGraph keeps a run's state outside the graph); a factory may build from
+    each execution's config, so it is called every time."""
+    registry = load_registry(write_config(tmp_path, {"g": f"./agent.py:{attr}"}))
+    first, second = InMemorySaver(), InMemorySaver()
+    configs: list[RunnableConfig] = [{"configurable": {"thread_id": t}} for t in ("a", "b")]
+    graphs = [await registry.build("g", config, first) for config in configs]
+    assert (graphs[0] is graphs[1]) is shared
+    other = await registry.build("g", configs[0], second)
+    assert other is not graphs[0]
+    assert other.checkpointer is second
+    pairs = enumerate(zip(graphs, configs, strict=True))
+    results = [await graph.ainvoke({"n": i}, config) for i, (graph, config) in pairs]
+    assert results == [{"n": 1}, {"n": 2}]
+    assert (await graphs[0].aget_state(configs[1])).values == {"n": 2}
+
+
 def test_factory_description_comes_from_its_docstring(tmp_path: Path) -> None:
     """A factory's docstring describes the graph unless the entry gives a description."""
     registry = load_registry(

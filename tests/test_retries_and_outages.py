@@ -20,7 +20,7 @@ from lg_deploy.core.queue.memory import MemoryQueue
 from lg_deploy.core.queue.redis import RedisQueue
 from lg_deploy.core.store import Store, open_store
 from lg_deploy.core.store.migrate import migrate
-from lg_deploy.worker.fencing import LeaseClock, fenced
+from lg_deploy.worker.fencing import LeaseClock, OutsideAnAttempt, fence, fenced
 from tests.conftest import PgAdmin, make_settings, serve_in_process, submit, wait
 from tests.test_migrations import new_execution
 
@@ -150,18 +150,47 @@ def test_fenced_checkpointer_refuses_writes_once_the_lease_may_have_passed() -> 
     """After the lease length passes without a renewal, checkpoint writes raise LeaseLost;
     reads still work."""
     clock = LeaseClock("e1", 1, lease_s=0.05, claimed_at=time.monotonic())
-    saver = fenced(InMemorySaver(), clock)
-    config: Any = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+    saver = fenced(InMemorySaver())
+    config: Any = {"configurable": {"thread_id": "t", "checkpoint_ns": "", "checkpoint_id": "1"}}
+
+    async def write() -> None:
+        with fence(clock):
+            await saver.aput_writes(config, [("a", 1)], "task")
+
     asyncio.run(saver.aget_tuple(config))
-    clock.check()
+    asyncio.run(write())
     time.sleep(0.06)
     with pytest.raises(LeaseLost):
         clock.check()
     with pytest.raises(LeaseLost):
-        asyncio.run(saver.aput_writes(config, [("a", 1)], "task"))
+        asyncio.run(write())
     assert asyncio.run(saver.aget_tuple(config)) is None
     clock.renewed(time.monotonic())
     clock.check()
+    asyncio.run(write())
+
+
+async def test_a_write_finds_its_attempt_from_the_tasks_it_starts() -> None:
+    """The fence of an attempt holds in the tasks started under it, as LangGraph starts
+    one per checkpoint write, and two attempts sharing the view keep their own leases; a
+    write made under no attempt is refused rather than let through unfenced."""
+    saver = fenced(InMemorySaver())
+    config: Any = {"configurable": {"thread_id": "t", "checkpoint_ns": "", "checkpoint_id": "1"}}
+    held = LeaseClock("held", 1, lease_s=60, claimed_at=time.monotonic())
+    lost = LeaseClock("lost", 1, lease_s=60, claimed_at=time.monotonic())
+    lost.lost = True
+    failures: list[BaseException] = []
+
+    async def attempt(clock: LeaseClock) -> None:
+        with fence(clock, failures.append):
+            await asyncio.create_task(saver.aput_writes(config, [("a", 1)], clock.execution_id))
+
+    results = await asyncio.gather(attempt(held), attempt(lost), return_exceptions=True)
+    assert results[0] is None
+    assert isinstance(results[1], LeaseLost)
+    assert failures == [results[1]]
+    with pytest.raises(OutsideAnAttempt):
+        await saver.aput_writes(config, [("a", 1)], "stray")
 
 
 @pytest.mark.postgres

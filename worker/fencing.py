@@ -10,16 +10,25 @@ another worker may own the execution, and the write is refused with ``LeaseLost`
 A connection failure inside the saver becomes ``BackendUnavailable``: the attempt is
 handed back, not failed. The same exception types raised by the graph's own code (its own
 database) stay the graph's failure.
+
+A worker makes one fenced view of its checkpointer (``fenced``), and so one graph per
+langgraph.json entry for all its executions; each attempt runs under ``fence``, which
+binds its lease clock to the attempt's context. LangGraph runs every checkpoint write in
+a task it creates from that context, so a write always finds the attempt it belongs to,
+and a write outside any attempt is refused.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import inspect
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -57,24 +66,42 @@ WRITES = ("aput", "aput_writes", "adelete_thread", "adelete_for_runs", "acopy_th
 READS = ("aget", "aget_tuple", "aget_delta_channel_history")
 
 
-def fenced(
-    saver: S,
-    clock: LeaseClock,
-    *,
-    on_write_failure: Callable[[BaseException], None] = lambda exc: None,
-) -> S:
-    """A view of ``saver`` (sharing its connections) for one attempt. ``on_write_failure``
-    hears of every refused or failed write at once: under LangGraph's "async" durability
-    a write runs beside the next step, and its failure would otherwise surface only when
-    the graph ends."""
+@dataclass(frozen=True)
+class _Fence:
+    clock: LeaseClock
+    on_failure: Callable[[BaseException], None]
+
+
+_FENCE: ContextVar[_Fence | None] = ContextVar("lg_deploy_fence", default=None)
+
+
+class OutsideAnAttempt(RuntimeError):
+    """A checkpoint write from code that runs under no attempt's lease."""
+
+
+@contextlib.contextmanager
+def fence(
+    clock: LeaseClock, on_write_failure: Callable[[BaseException], None] = lambda exc: None
+) -> Iterator[None]:
+    """Fence the checkpoint writes made in this block (and in the tasks it starts) on
+    ``clock``. ``on_write_failure`` hears of every refused or failed write at once: under
+    LangGraph's "async" durability a write runs beside the next step, and its failure
+    would otherwise surface only when the graph ends."""
+    token = _FENCE.set(_Fence(clock, on_write_failure))
+    try:
+        yield
+    finally:
+        _FENCE.reset(token)
+
+
+def fenced(saver: S) -> S:
+    """A view of ``saver`` (sharing its connections) whose writes are fenced on the lease
+    of the attempt they are made under (``fence``)."""
     view = copy.copy(saver)
     for name in WRITES + READS:
         method = getattr(saver, name, None)
         if method is not None and inspect.iscoroutinefunction(method):
-            if name in WRITES:
-                setattr(view, name, _guarded_write(method, clock, on_write_failure))
-            else:
-                setattr(view, name, _guarded(method))
+            setattr(view, name, _guarded_write(method) if name in WRITES else _guarded(method))
     setattr(view, "alist", _guarded_list(saver.alist))  # noqa: B010 (an async generator)
     return view
 
@@ -91,16 +118,14 @@ def _guarded(method: Callable[..., Awaitable[Any]]) -> Any:
     return guarded
 
 
-def _guarded_write(
-    method: Callable[..., Awaitable[Any]],
-    clock: LeaseClock,
-    on_failure: Callable[[BaseException], None],
-) -> Any:
+def _guarded_write(method: Callable[..., Awaitable[Any]]) -> Any:
     call = _guarded(method)
 
     async def guarded(*args: Any, **kwargs: Any) -> Any:
+        if (attempt := _FENCE.get()) is None:
+            raise OutsideAnAttempt(f"checkpoint write {method.__name__} outside any attempt")
         try:
-            clock.check()
+            attempt.clock.check()
             # A write, once started, finishes even when the attempt is stopped: the SQLite
             # saver cancelled between its INSERT and its COMMIT would keep the database's
             # write lock, and every other writer would wait on it.
@@ -116,7 +141,7 @@ def _guarded_write(
                     write.exception()  # retrieved: the attempt is stopping either way
                 raise
         except Exception as exc:
-            on_failure(exc)
+            attempt.on_failure(exc)
             raise
 
     return guarded

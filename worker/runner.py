@@ -16,6 +16,7 @@ import traceback
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
 from typing import Any, Literal, Protocol, cast
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -35,7 +36,7 @@ from lg_deploy.core.states import Status
 from lg_deploy.core.store import Outcome, Recorded, Store, Waiting
 from lg_deploy.core.store.platform_base import PlatformStore
 from lg_deploy.worker import metrics
-from lg_deploy.worker.fencing import LeaseClock, fenced
+from lg_deploy.worker.fencing import LeaseClock, fence, fenced
 from lg_deploy.worker.platform_run import PlatformRun, run_platform
 from lg_deploy.worker.resume import ResumeConflict, choose_input, graph_config
 from lg_deploy.worker.retries import RetryPolicy
@@ -116,6 +117,8 @@ class Runner:
         self.queue = queue
         self.registry = registry
         self.checkpointer = checkpointer
+        # What the graphs write through: every write fenced on its attempt's lease.
+        self.fenced_checkpointer = fenced(checkpointer)
         self.leases = leases
         self.owner = owner
         self.lease_s = lease_s
@@ -416,14 +419,11 @@ class Runner:
         execution = attempt.execution
         timeout_s = execution.timeout_s or self.limits.default_timeout_s
         deadline = asyncio.timeout(timeout_s)
-        checkpointer = fenced(
-            self.checkpointer,
-            attempt.clock,
-            on_write_failure=lambda exc: self._checkpoint_write_failed(attempt, exc),
-        )
+        on_write_failure = partial(self._checkpoint_write_failed, attempt)
         try:
-            async with deadline:
-                return await self._invoke(execution, checkpointer, attempt.clock)
+            with fence(attempt.clock, on_write_failure):
+                async with deadline:
+                    return await self._invoke(execution, attempt.clock)
         except TimeoutError as exc:
             if deadline.expired():
                 return Outcome(
@@ -439,10 +439,9 @@ class Runner:
         except Exception as exc:
             return _failure(execution, exc)
 
-    async def _invoke(
-        self, execution: Execution, checkpointer: BaseCheckpointSaver, clock: LeaseClock
-    ) -> Outcome:
+    async def _invoke(self, execution: Execution, clock: LeaseClock) -> Outcome:
         config = graph_config(execution)
+        checkpointer = self.fenced_checkpointer
         graph = await self.registry.build(execution.graph_id, config, checkpointer)
         durability = cast(
             Durability,

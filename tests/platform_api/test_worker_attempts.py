@@ -26,7 +26,7 @@ from lg_deploy.core.platform.runs import RunOptions
 from lg_deploy.core.store.migrate import migrate
 from lg_deploy.core.store.platform_base import PlatformStore
 from lg_deploy.run.wiring import open_backends
-from lg_deploy.worker.fencing import LeaseClock, fenced
+from lg_deploy.worker.fencing import LeaseClock, fence, fenced
 from lg_deploy.worker.platform_run import PlatformRun, run_platform
 from lg_deploy.worker.resume import graph_config
 from tests.conftest import make_settings, serve_in_process
@@ -99,19 +99,20 @@ async def attempt(
 ) -> Any:
     """Run one attempt as ``Runner._invoke`` does: the graph on a checkpointer fenced on
     ``clock``, its stream fenced on the same lease."""
-    saver = fenced(checkpointer or platform.checkpointer, clock)
+    saver = fenced(checkpointer or platform.checkpointer)
     config = graph_config(execution)
     graph = await platform.registry.build(execution.graph_id, config, saver)
     options = RunOptions.of(execution)
     assert options is not None
     run = PlatformRun(graph, config, execution, options, saver, held=clock.held)
-    return await run_platform(
-        run,
-        store=platform.store,
-        events=platform.backends.events,
-        durability="sync",
-        max_output_bytes=1 << 20,
-    )
+    with fence(clock):
+        return await run_platform(
+            run,
+            store=platform.store,
+            events=platform.backends.events,
+            durability="sync",
+            max_output_bytes=1 << 20,
+        )
 
 
 def lost_clock(execution: Execution) -> LeaseClock:
