@@ -17,7 +17,10 @@ def _rows(f: dict[str, Any]) -> Iterator[Row]:
         rate = f"{limit['executions_per_s']}/s"
         yield "limit: bare ainvoke, same saver", rate, _cpu(limit["cpu_ms"])
     for run in f.get("end_to_end", []):
-        ratio = f"{run['ratio_to_limit']} x limit | " if run["ratio_to_limit"] else ""
+        ratio = f"{run['ratio_to_limit']} x limit"
+        if adjacent := run.get("limit_executions_per_s"):
+            ratio += f" ({adjacent}/s just before)"
+        ratio += " | "
         label, rate = f"end to end, {run['workers']} worker(s)", f"{run['executions_per_s']}/s"
         yield label, rate, ratio + _cpu(run["cpu_ms"])
     if trips := f.get("round_trips"):
