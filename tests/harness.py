@@ -162,11 +162,11 @@ class DevServer(Server):
 class Worker(Process):
     """``lg-deploy worker`` with its metrics port: /readyz, /healthz and /metrics."""
 
-    def __init__(self, log_path: Path, env: dict[str, str]) -> None:
+    def __init__(self, log_path: Path, env: dict[str, str], command: Path = LG_DEPLOY) -> None:
         self.metrics_port = free_port()
         self.url = f"http://127.0.0.1:{self.metrics_port}"
         env = {"LG_DEPLOY_METRICS_PORT": str(self.metrics_port), **env}
-        super().__init__(["worker"], log_path, env)
+        super().__init__(["worker"], log_path, env, command)
 
     def wait_ready(self, timeout: float = 30) -> Self:
         self.wait_answering(f"{self.url}/readyz", timeout)

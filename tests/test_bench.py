@@ -153,3 +153,33 @@ def test_the_retention_benchmark_reports_before_and_after(
         pruned["threads"],
         pruned["checkpoints"],
     ]
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.timeout(600)
+def test_the_instruction_count_benchmark_counts_the_limit_and_a_worker(
+    pg_admin: PgAdmin, redis_url: str, tmp_path: Path
+) -> None:
+    """`python -m bench.instructions` counts, under callgrind, the instructions of the limit
+    and of a worker draining a backlog, and of an idle worker."""
+    out = tmp_path / "instructions.json"
+    command = ["bench.instructions", "--executions", "20", "--idle-s", "2", "--json", str(out)]
+    run = subprocess.run(
+        [sys.executable, "-m", *command, "--redis", redis_url],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=580,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    result = json.loads(out.read_text())
+    assert result["executions"] == 20
+    # The steps graph costs millions of instructions per execution either way.
+    assert result["limit_per_execution"] > 1_000_000
+    assert result["worker_per_execution"] > result["limit_per_execution"] / 2
+    assert result["worker_idle_per_s"] > 0
+    ratio = result["limit_per_execution"] / result["worker_per_execution"]
+    assert result["ratio"] == pytest.approx(ratio, abs=0.002)
