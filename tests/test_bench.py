@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import psycopg
@@ -53,24 +54,30 @@ def figure(figures: dict[str, object], path: str) -> object:
     return found
 
 
+def run_bench(module_args: list[str], out: Path, timeout: float) -> tuple[str, Any]:
+    """``python -m <module_args> --json <out>`` from the repository: what it printed, and
+    what it wrote."""
+    run = subprocess.run(
+        [sys.executable, "-m", *module_args, "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    return run.stdout, json.loads(out.read_text())
+
+
 @pytest.mark.slow
 @pytest.mark.postgres
 @pytest.mark.redis
 @pytest.mark.timeout(300)
 def test_smoke_run_reports_every_figure(pg_admin: PgAdmin, redis_url: str, tmp_path: Path) -> None:
     """`python -m bench --smoke` runs every scenario on the real stack and reports every figure."""
-    out = tmp_path / "bench.json"
-    run = subprocess.run(
-        [sys.executable, "-m", "bench", "--smoke", "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=280,
-        check=False,
-    )
-    assert run.returncode == 0, run.stderr[-4000:]
-    assert "end to end, 1 worker(s)" in run.stdout
-    figures = json.loads(out.read_text())["figures"]
+    printed, result = run_bench(["bench", "--smoke"], tmp_path / "bench.json", timeout=280)
+    assert "end to end, 1 worker(s)" in printed
+    figures = result["figures"]
     missing = [path for path in FIGURES if not isinstance(figure(figures, path), int | float)]
     assert missing == []
     assert [level["clients"] for level in figures["submit"]] == [1, 4]
@@ -127,16 +134,7 @@ def test_the_retention_benchmark_reports_before_and_after(
     if backend == "postgres":
         request.getfixturevalue("pg_admin")  # one clear failure when it is not there
     out = tmp_path / "prune.json"
-    run = subprocess.run(
-        [sys.executable, "-m", "bench.prune", "--smoke", "--backend", backend, "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=110,
-        check=False,
-    )
-    assert run.returncode == 0, run.stderr[-4000:]
-    result = json.loads(out.read_text())
+    _, result = run_bench(["bench.prune", "--smoke", "--backend", backend], out, timeout=110)
     before, after, vacuumed = result["measures"]
     # 2,000 seeded (90% due) and a thread of 200 (90% due): 1,800 + 180 deleted.
     assert (before["executions"], after["executions"]) == (2200, 220)
@@ -164,18 +162,8 @@ def test_the_instruction_count_benchmark_counts_the_limit_and_a_worker(
 ) -> None:
     """`python -m bench.instructions` counts, under callgrind, the instructions of the limit
     and of a worker draining a backlog, and of an idle worker."""
-    out = tmp_path / "instructions.json"
-    command = ["bench.instructions", "--executions", "20", "--idle-s", "2", "--json", str(out)]
-    run = subprocess.run(
-        [sys.executable, "-m", *command, "--redis", redis_url],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=580,
-        check=False,
-    )
-    assert run.returncode == 0, run.stderr[-4000:]
-    result = json.loads(out.read_text())
+    command = ["bench.instructions", "--executions", "20", "--idle-s", "2", "--redis", redis_url]
+    _, result = run_bench(command, tmp_path / "instructions.json", timeout=580)
     assert result["executions"] == 20
     # The steps graph costs millions of instructions per execution either way.
     assert result["limit_per_execution"] > 1_000_000
