@@ -69,7 +69,7 @@ class GraphRegistry:
     # run's state out of the graph, so every execution can share it. Keyed by the graph
     # and the checkpointer (held here, so that its id is not reused).
     _bound: dict[tuple[str, int], tuple[BaseCheckpointSaver | None, Pregel]] = field(
-        default_factory=dict, repr=False
+        default_factory=dict, init=False, repr=False
     )
 
     def __contains__(self, graph_id: object) -> bool:
