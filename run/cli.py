@@ -21,7 +21,6 @@ from lg_deploy.core.settings import Settings
 from lg_deploy.core.urls import mask_url
 from lg_deploy.run import loops
 from lg_deploy.run.logs import setup_logging
-from lg_deploy.run.loops import chosen
 
 if TYPE_CHECKING:
     from lg_deploy.core.graphs import GraphRegistry
@@ -66,7 +65,7 @@ def serve(app: Any, settings: Settings, **options: Any) -> None:
         log_level=settings.log_level.lower(),
         log_config=None,
         access_log=False,  # api/requests.py logs each request, with its request id
-        loop=chosen(settings.event_loop),
+        loop=loops.chosen(settings.event_loop),
         **options,
     )
 
@@ -155,7 +154,7 @@ def cmd_worker(settings: Settings) -> int:
         return Supervisor(settings, settings.worker_processes).run()
     registry = load_graphs(settings)
     _describe_backends(settings)
-    log.info("event loop: %s", chosen(settings.event_loop))
+    log.info("event loop: %s", loops.chosen(settings.event_loop))
     asyncio.run(_preflight(settings))
     loops.run(run_worker(settings, registry), settings.event_loop)
     return 0
