@@ -18,7 +18,6 @@ paused, the backlog submitted, and callgrind's instrumentation turned on (with
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import shutil
@@ -27,20 +26,15 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from langchain_core.runnables import RunnableConfig
-
 from bench.load import submit
-from bench.scenarios import STEPS
+from bench.scenarios import STEPS, limit_runs
 from bench.stack import Stack
-from lg_deploy.core.checkpoint import open_checkpointer
-from lg_deploy.core.graphs import load_registry
 from lg_deploy.run import loops
-from tests.conftest import EXAMPLES, PG_ADMIN_URL, REDIS_URL
+from tests.conftest import PG_ADMIN_URL, REDIS_URL
 from tests.harness import Worker, poll
 
 CONCURRENCY = 10
@@ -77,19 +71,10 @@ def limit_child(database_url: str, count: int) -> None:
     """The limit's own process (under callgrind): bare ``ainvoke``, counted."""
 
     async def measure() -> None:
-        registry = load_registry(EXAMPLES)
-        async with open_checkpointer(database_url) as saver:
-            graph = await registry.build("steps", {}, saver)
-            slots = asyncio.Semaphore(CONCURRENCY)
-
-            async def one() -> None:
-                config: RunnableConfig = {"configurable": {"thread_id": str(uuid.uuid4())}}
-                async with slots:
-                    await graph.ainvoke(STEPS["input"], config, durability="sync")
-
-            await asyncio.gather(*(one() for _ in range(WARM_UP)))
+        async with limit_runs(database_url, CONCURRENCY, "sync") as run:
+            await run(WARM_UP)
             _instrument(os.getpid(), True)
-            await asyncio.gather(*(one() for _ in range(count)))
+            await run(count)
             _instrument(os.getpid(), False)
             _dump(os.getpid())
 
@@ -144,12 +129,7 @@ def _count_idle(stack: Stack, folder: Path, seconds: float, lg_deploy: Path) -> 
 
 
 def _completed(stack: Stack, ids: Sequence[str]) -> int:
-    rows = stack.db.execute(
-        "SELECT count(*) FROM executions WHERE status = 'COMPLETED'"
-        " AND execution_id = ANY(%s::uuid[])",
-        (list(ids),),
-    )
-    return int(rows[0][0])
+    return sum(row.status == "COMPLETED" for row in stack.timings(ids))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

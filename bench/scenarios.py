@@ -4,11 +4,13 @@ leaves the stack idle (no execution waiting) for the next one."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import statistics
 import time
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -82,6 +84,28 @@ def _slope_per_1000(done: list[float], rss_kb: list[float]) -> float | None:
     return round(statistics.linear_regression(done, rss_kb).slope * 1000, 1)
 
 
+@contextlib.asynccontextmanager
+async def limit_runs(
+    database_url: str, concurrency: int, durability: Durability
+) -> AsyncIterator[Callable[[int], Awaitable[None]]]:
+    """The limit: ``run(n)`` runs ``steps`` ``n`` times by bare ``ainvoke``, ``concurrency``
+    at a time, each on a new thread, on lg-deploy's own checkpointer of ``database_url``."""
+    registry = load_registry(EXAMPLES)
+    async with open_checkpointer(database_url) as saver:
+        graph = await registry.build("steps", {}, saver)
+        slots = asyncio.Semaphore(concurrency)
+
+        async def one() -> None:
+            config: RunnableConfig = {"configurable": {"thread_id": str(uuid.uuid4())}}
+            async with slots:
+                await graph.ainvoke(STEPS["input"], config, durability=durability)
+
+        async def run(count: int) -> None:
+            await asyncio.gather(*(one() for _ in range(count)))
+
+        yield run
+
+
 def _span_s(rows: list[Timing], since_started: bool = False) -> float:
     """From the first queued (or started) to the last finished."""
     first = min(r.started_at if since_started else r.queued_at for r in rows)
@@ -143,19 +167,11 @@ class Scenarios:
         count = self.sizes.limit_executions
 
         async def measure() -> tuple[float, dict[str, float]]:
-            registry = load_registry(EXAMPLES)
-            async with open_checkpointer(self.stack.database_url) as saver:
-                graph = await registry.build("steps", {}, saver)
-                slots = asyncio.Semaphore(self.concurrency)
-
-                async def one() -> None:
-                    config: RunnableConfig = {"configurable": {"thread_id": str(uuid.uuid4())}}
-                    async with slots:
-                        await graph.ainvoke(STEPS["input"], config, durability=self.durability)
-
-                await asyncio.gather(*(one() for _ in range(10)))
+            runs = limit_runs(self.stack.database_url, self.concurrency, self.durability)
+            async with runs as run:
+                await run(10)
                 cpu, start = self.stack.cpu(), time.perf_counter()
-                await asyncio.gather(*(one() for _ in range(count)))
+                await run(count)
                 seconds = time.perf_counter() - start
                 return seconds, per_execution_ms(cpu, self.stack.cpu(), count)
 
