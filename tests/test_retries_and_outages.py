@@ -11,15 +11,20 @@ from typing import Any
 
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
+from sqlalchemy import event as sa_event
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from lg_deploy.api.deps import Backends, BackendsFactory
 from lg_deploy.core.errors import LeaseLost
 from lg_deploy.core.graphs import GraphRegistry
+from lg_deploy.core.models import Execution
 from lg_deploy.core.queue import Queue
 from lg_deploy.core.queue.memory import MemoryQueue
 from lg_deploy.core.queue.redis import RedisQueue
-from lg_deploy.core.store import Store, open_store
+from lg_deploy.core.states import Status
+from lg_deploy.core.store import Outcome, Store, open_store
 from lg_deploy.core.store.migrate import migrate
+from lg_deploy.core.store.sql import SQLStore
 from lg_deploy.worker.fencing import LeaseClock, OutsideAnAttempt, fence, fenced
 from tests.conftest import PgAdmin, make_settings, serve_in_process, submit, wait
 from tests.test_migrations import new_execution
@@ -205,7 +210,9 @@ async def test_a_connection_the_server_closed_is_replaced_unseen(
     store = open_store(pg_url)
     try:
         execution = new_execution()
-        await store.create(execution)
+        # Created together, so that every connection kept for the hot statements (the lanes,
+        # core/store/direct.py) goes stale too.
+        await asyncio.gather(*(store.create(e) for e in [execution, *new_executions(3)]))
         database = pg_url.rsplit("/", 1)[1]
         closed = pg_admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
@@ -219,5 +226,72 @@ async def test_a_connection_the_server_closed_is_replaced_unseen(
             assert claimed is not None
             got = claimed
         assert got.execution_id == execution.execution_id
+    finally:
+        await store.close()
+
+
+def new_executions(count: int) -> list[Execution]:
+    return [new_execution() for _ in range(count)]
+
+
+def _count_checkouts(engine: Any) -> list[int]:
+    checkouts = [0]
+
+    def checkout(*_args: Any) -> None:
+        checkouts[0] += 1
+
+    sa_event.listen(engine.sync_engine, "checkout", checkout)
+    return checkouts
+
+
+@pytest.mark.postgres
+async def test_the_statements_of_every_execution_keep_one_connection_between_them(
+    pg_url: str,
+) -> None:
+    """The insert, claim and finish run on connections kept out of the pool (the lanes,
+    core/store/direct.py): one after the other, one checkout for all of them, none of the
+    greenlets a checkout costs. Statements that find the lanes busy borrow from the pool and
+    give back all but two; closing the store returns the lanes."""
+    engine = create_async_engine(pg_url)
+    store = SQLStore(engine)
+    checkouts = _count_checkouts(engine)
+    try:
+        for _ in range(5):
+            execution = new_execution()
+            await store.create(execution)
+            claimed = await store.claim(execution.execution_id, "w", 30)
+            assert claimed is not None
+            done = await store.finish(execution.execution_id, 1, Outcome(Status.COMPLETED))
+            assert done is not None
+        assert checkouts == [1]
+        assert engine.pool.checkedout() == 1  # type: ignore[attr-defined]
+
+        together = new_executions(6)
+        await asyncio.gather(*(store.create(e) for e in together))
+        assert checkouts[0] > 2  # the lanes were busy: the others borrowed from the pool
+        assert engine.pool.checkedout() == 2  # type: ignore[attr-defined]
+        for execution in together:
+            assert (await store.get(execution.execution_id)).status is Status.QUEUED
+    finally:
+        await store.close()
+    assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    await engine.dispose()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(("pool_size", "lanes"), [(1, 0), (3, 1)])
+async def test_the_lanes_leave_the_other_statements_half_of_a_small_pool(
+    pg_url: str, pool_size: int, lanes: int
+) -> None:
+    """Kept for the hot statements, the only connection of a pool of one would leave every
+    other statement waiting for it: a pool of one keeps none, of three one."""
+    store = open_store(pg_url, pool_size=pool_size)
+    assert isinstance(store, SQLStore)
+    try:
+        together = new_executions(4)
+        await asyncio.gather(*(store.create(e) for e in together))
+        assert store.engine.pool.checkedout() == lanes  # type: ignore[attr-defined]
+        for execution in together:
+            assert (await store.get(execution.execution_id)).status is Status.QUEUED
     finally:
         await store.close()

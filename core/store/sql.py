@@ -88,6 +88,11 @@ def _values(execution: Execution) -> dict[str, Any]:
     return values
 
 
+def _pool_size(engine: AsyncEngine) -> int:
+    size = getattr(engine.pool, "size", None)
+    return size() if callable(size) else 0
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets readers run beside the writer; busy_timeout makes writers wait, not fail.
     cursor = dbapi_connection.cursor()
@@ -114,7 +119,10 @@ class SQLStore(PlatformQueries):
         self._pruner = Pruner(engine)
         # The statements every execution runs, without SQLAlchemy's execution layer
         # (core/store/direct.py); through it on SQLite.
-        self._direct = DirectStatements(engine) if engine.dialect.driver == "asyncpg" else None
+        self._direct = None
+        if engine.dialect.driver == "asyncpg":
+            # The other statements keep at least half of the pool.
+            self._direct = DirectStatements(engine, lanes=min(2, _pool_size(engine) // 2))
 
     @classmethod
     def from_url(cls, url: str, **engine_kwargs: Any) -> SQLStore:
@@ -135,6 +143,8 @@ class SQLStore(PlatformQueries):
         return cls(engine, owns_engine=True)
 
     async def close(self) -> None:
+        if self._direct is not None:
+            await self._direct.close()
         if self._owns_engine:
             await self.engine.dispose()
 
