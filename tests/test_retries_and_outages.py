@@ -198,6 +198,10 @@ async def test_a_write_finds_its_attempt_from_the_tasks_it_starts() -> None:
         await saver.aput_writes(config, [("a", 1)], "stray")
 
 
+def new_executions(count: int) -> list[Execution]:
+    return [new_execution() for _ in range(count)]
+
+
 @pytest.mark.postgres
 @pytest.mark.parametrize("path", ["sqlalchemy", "asyncpg"])
 async def test_a_connection_the_server_closed_is_replaced_unseen(
@@ -230,10 +234,6 @@ async def test_a_connection_the_server_closed_is_replaced_unseen(
         await store.close()
 
 
-def new_executions(count: int) -> list[Execution]:
-    return [new_execution() for _ in range(count)]
-
-
 def _count_checkouts(engine: Any) -> list[int]:
     checkouts = [0]
 
@@ -245,7 +245,7 @@ def _count_checkouts(engine: Any) -> list[int]:
 
 
 @pytest.mark.postgres
-async def test_the_statements_of_every_execution_keep_one_connection_between_them(
+async def test_the_statements_of_every_execution_run_on_connections_kept_out_of_the_pool(
     pg_url: str,
 ) -> None:
     """The insert, claim and finish run on connections kept out of the pool (the lanes,

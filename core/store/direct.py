@@ -140,15 +140,15 @@ class DirectStatements:
 
     async def _put_back(self, pooled: PoolProxiedConnection, on_lane: bool, broken: bool) -> None:
         keep = not broken and not self._closed
-        if on_lane and not keep:
-            self._kept -= 1
-        elif not on_lane and keep and self._kept < self._lanes:
-            self._kept += 1
+        if keep and not on_lane and self._kept < self._lanes:
+            self._kept += 1  # a borrowed connection becomes a lane
             on_lane = True
-        if on_lane and keep:
+        if keep and on_lane:
             self._free.append(pooled)
-        else:
-            await greenlet_spawn(pooled.close)
+            return
+        if on_lane:
+            self._kept -= 1  # a lane that broke, or outlived the store
+        await greenlet_spawn(pooled.close)
 
     async def close(self) -> None:
         """Return the lanes to the pool (one running a statement returns when it ends)."""
