@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -30,15 +29,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.load import submit
-from bench.scenarios import STEPS, limit_runs
+from bench.drain import CONCURRENCY, WARM_UP, drain
+from bench.scenarios import limit_runs
 from bench.stack import Stack
 from lg_deploy.run import loops
 from tests.conftest import PG_ADMIN_URL, REDIS_URL
-from tests.harness import Worker, poll
-
-CONCURRENCY = 10
-WARM_UP = 20
+from tests.harness import Worker
 
 
 def _instrument(pid: int, on: bool) -> None:
@@ -100,17 +96,15 @@ def _worker(stack: Stack, folder: Path, name: str, lg_deploy: Path) -> tuple[Wor
 
 
 def _count_worker(stack: Stack, folder: Path, count: int, lg_deploy: Path) -> int:
-    assert stack.api is not None
     worker, out = _worker(stack, folder, "worker", lg_deploy)
-    try:
-        submit(stack.api.url, [STEPS] * WARM_UP, 4, settled=stack.settled)
-        os.killpg(worker.pid, signal.SIGSTOP)
-        ids = submit(stack.api.url, [STEPS] * count, 16).ids
-        os.killpg(worker.pid, signal.SIGCONT)
-        _instrument(worker.pid, True)
-        poll(lambda: _completed(stack, ids) == count, timeout=60 + count, interval=0.5)
+
+    def drained() -> None:
         _instrument(worker.pid, False)
         _dump(worker.pid)
+
+    try:
+        # callgrind_control needs the process running: it is turned on once it is let go.
+        drain(stack, worker, count, resumed=lambda: _instrument(worker.pid, True), drained=drained)
     finally:
         worker.stop()
     return _total(out)
@@ -126,10 +120,6 @@ def _count_idle(stack: Stack, folder: Path, seconds: float, lg_deploy: Path) -> 
     finally:
         worker.stop()
     return _total(out)
-
-
-def _completed(stack: Stack, ids: Sequence[str]) -> int:
-    return sum(row.status == "COMPLETED" for row in stack.timings(ids))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -153,6 +153,27 @@ def test_the_retention_benchmark_reports_before_and_after(
     ]
 
 
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.timeout(300)
+def test_the_drain_benchmark_splits_user_and_system_time(
+    pg_admin: PgAdmin, redis_url: str, tmp_path: Path
+) -> None:
+    """`python -m bench.drain` reads the user and system CPU time of the limit and of a
+    worker draining a backlog, per execution."""
+    command = ["bench.drain", "--executions", "40", "--redis", redis_url]
+    printed, result = run_bench(command, tmp_path / "drain.json", timeout=280)
+    assert result["executions"] == 40
+    for part in ("limit", "worker"):
+        # The steps graph costs milliseconds of CPU per execution: 40 of them are counted
+        # in clock ticks of 10 ms, so user time can only be 0 if nothing was measured.
+        assert result[part]["user_ms"] > 0
+        assert result[part]["system_ms"] >= 0
+    total = {p: result[p]["user_ms"] + result[p]["system_ms"] for p in ("limit", "worker")}
+    assert result["ratio"] == pytest.approx(total["limit"] / total["worker"], abs=0.002)
+    assert "limit / worker" in printed
+
+
 @pytest.mark.slow
 @pytest.mark.postgres
 @pytest.mark.redis
