@@ -39,6 +39,19 @@ WARM_UP = 20
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
+def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the benchmarks that set a worker against the limit (this one and
+    ``bench.instructions``): the servers, and the worker's command."""
+    parser.add_argument("--postgres", default=PG_ADMIN_URL)
+    parser.add_argument("--redis", default=REDIS_URL)
+    parser.add_argument(
+        "--lg-deploy",
+        type=Path,
+        default=Path(sys.executable).parent / "lg-deploy",
+        help="the worker's command: another checkout's, to compare commits",
+    )
+
+
 def drain(
     stack: Stack,
     worker: Worker,
@@ -114,14 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.drain", description=__doc__)
     parser.add_argument("--executions", type=int, default=2000)
     parser.add_argument("--json", type=Path, default=Path("bench-drain.json"))
-    parser.add_argument("--postgres", default=PG_ADMIN_URL)
-    parser.add_argument("--redis", default=REDIS_URL)
-    parser.add_argument(
-        "--lg-deploy",
-        type=Path,
-        default=Path(sys.executable).parent / "lg-deploy",
-        help="the worker's command: another checkout's, to compare commits",
-    )
+    add_stack_arguments(parser)
     args = parser.parse_args(argv)
     folder = Path(tempfile.mkdtemp(prefix="lg-deploy-drain-"))
     stack = Stack(folder, args.postgres, args.redis, LG_DEPLOY_EVENT_LOOP="auto")

@@ -29,11 +29,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.drain import CONCURRENCY, WARM_UP, drain
+from bench.drain import CONCURRENCY, WARM_UP, add_stack_arguments, drain
 from bench.scenarios import limit_runs
 from bench.stack import Stack
 from lg_deploy.run import loops
-from tests.conftest import PG_ADMIN_URL, REDIS_URL
 from tests.harness import Worker
 
 
@@ -127,14 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--executions", type=int, default=400)
     parser.add_argument("--idle-s", type=float, default=20.0)
     parser.add_argument("--json", type=Path, default=Path("bench-instructions.json"))
-    parser.add_argument("--postgres", default=PG_ADMIN_URL)
-    parser.add_argument("--redis", default=REDIS_URL)
-    parser.add_argument(
-        "--lg-deploy",
-        type=Path,
-        default=Path(sys.executable).parent / "lg-deploy",
-        help="the worker's command: another checkout's, to compare commits",
-    )
+    add_stack_arguments(parser)
     parser.add_argument("--limit-child", nargs=2, metavar=("DATABASE_URL", "N"))
     args = parser.parse_args(argv)
     if args.limit_child:
