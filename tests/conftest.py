@@ -41,7 +41,8 @@ PG_ADMIN_URL = os.environ.get(
 REDIS_URL = os.environ.get("LG_DEPLOY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
-def _libpq(url: str) -> str:
+def libpq_url(url: str) -> str:
+    """``url`` as libpq (psycopg) takes it: without the asyncpg driver."""
     return url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
 
@@ -54,7 +55,7 @@ class PgAdmin:
     statement (a chaos test may restart the server in between)."""
 
     def __init__(self, url: str) -> None:
-        self.conninfo = _libpq(url)
+        self.conninfo = libpq_url(url)
 
     def execute(self, sql: str, params: Any = None) -> list[Any]:
         import psycopg

@@ -26,7 +26,7 @@ from lg_deploy.core.store import Outcome, Store, open_store
 from lg_deploy.core.store.migrate import migrate
 from lg_deploy.core.store.sql import SQLStore
 from lg_deploy.worker.fencing import LeaseClock, OutsideAnAttempt, fence, fenced
-from tests.conftest import PgAdmin, make_settings, serve_in_process, submit, wait
+from tests.conftest import PgAdmin, libpq_url, make_settings, serve_in_process, submit, wait
 from tests.test_migrations import new_execution
 
 
@@ -276,6 +276,38 @@ async def test_the_statements_of_every_execution_run_on_connections_kept_out_of_
         await store.close()
     assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
     await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_a_statement_cancelled_on_a_lane_takes_its_connection_out_of_use(
+    pg_url: str,
+) -> None:
+    """A hot statement cancelled midway (a worker stopping) leaves its connection in an
+    unknown state: it is discarded, lane or not, and the next statements run on others."""
+    import psycopg
+
+    store = open_store(pg_url)
+    assert isinstance(store, SQLStore)
+    try:
+        await store.create(new_execution())  # the first lane
+        pool = store.engine.pool
+        assert pool.checkedout() == 1  # type: ignore[attr-defined]
+        with psycopg.connect(libpq_url(pg_url)) as locker:
+            # The insert waits for this lock: it is in flight when it is cancelled.
+            locker.execute("LOCK TABLE executions IN ACCESS EXCLUSIVE MODE")
+            stuck = asyncio.create_task(store.create(new_execution()))
+            await asyncio.sleep(0.3)
+            assert not stuck.done()
+            stuck.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await stuck
+            locker.rollback()
+        assert pool.checkedout() == 0  # type: ignore[attr-defined]
+        execution = new_execution()
+        await store.create(execution)
+        assert (await store.get(execution.execution_id)).status is Status.QUEUED
+    finally:
+        await store.close()
 
 
 @pytest.mark.postgres
