@@ -32,11 +32,10 @@ from bench.scenarios import STEPS, limit_runs
 from bench.stack import Stack
 from lg_deploy.run import loops
 from tests.conftest import PG_ADMIN_URL, REDIS_URL
-from tests.harness import Worker, poll
+from tests.harness import Worker, poll, user_system_seconds
 
 CONCURRENCY = 10
 WARM_UP = 20
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,12 +75,6 @@ def _completed(stack: Stack, ids: Sequence[str]) -> int:
     return sum(row.status == "COMPLETED" for row in stack.timings(ids))
 
 
-def _user_system(pid: int) -> tuple[float, float]:
-    """User and system CPU seconds of a process, all its threads (/proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) / _CLOCK_TICKS, int(fields[12]) / _CLOCK_TICKS
-
-
 def _per_execution(before: tuple[float, float], after: tuple[float, float], count: int) -> Any:
     user, system = (1000 * (a - b) / count for a, b in zip(after, before, strict=True))
     return {"user_ms": round(user, 3), "system_ms": round(system, 3)}
@@ -115,8 +108,8 @@ def _worker(stack: Stack, folder: Path, count: int, lg_deploy: Path) -> Any:
             stack,
             worker,
             count,
-            resumed=lambda: readings.append(_user_system(worker.pid)),
-            drained=lambda: readings.append(_user_system(worker.pid)),
+            resumed=lambda: readings.append(user_system_seconds(worker.pid)),
+            drained=lambda: readings.append(user_system_seconds(worker.pid)),
         )
     finally:
         worker.stop()

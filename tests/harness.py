@@ -50,10 +50,21 @@ def poll(
     return result
 
 
+def _cpu_ticks(pid: int) -> list[int]:
+    """utime, stime, cutime and cstime of a process (/proc/<pid>/stat), in clock ticks."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return [int(f) for f in fields[11:15]]
+
+
 def cpu_seconds(pid: int) -> float:
     """User and system CPU time of a process and its waited-for children (/proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(f) for f in fields[11:15]) / _CLOCK_TICKS
+    return sum(_cpu_ticks(pid)) / _CLOCK_TICKS
+
+
+def user_system_seconds(pid: int) -> tuple[float, float]:
+    """User and system CPU time of a process, all its threads (/proc)."""
+    user, system, _, _ = _cpu_ticks(pid)
+    return user / _CLOCK_TICKS, system / _CLOCK_TICKS
 
 
 def rss_bytes(pid: int) -> int:
