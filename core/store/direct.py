@@ -115,16 +115,15 @@ class DirectStatements:
         broken = False
         try:
             return await driver.fetch(sql, *args)
-        except BaseException as exc:
-            # A connection that failed, or whose statement was cancelled midway, is closed
-            # rather than lent again.
-            broken = not isinstance(exc, Exception) or _broken(exc)
-            if isinstance(exc, Exception) and broken:
+        except Exception as exc:
+            # A connection that failed is closed rather than lent again.
+            if broken := _broken(exc):
                 await self._server_went_away(pooled, exc)
-            elif broken:
-                await greenlet_spawn(pooled.invalidate, exc)
-            if isinstance(exc, Exception):
-                raise _as_sqlalchemy_error(sql, args, exc, broken) from exc
+            raise _as_sqlalchemy_error(sql, args, exc, broken) from exc
+        except BaseException as exc:
+            # So is one whose statement was cancelled midway: its state is unknown.
+            broken = True
+            await greenlet_spawn(pooled.invalidate, exc)
             raise
         finally:
             await self._put_back(pooled, on_lane, broken)
